@@ -1,0 +1,31 @@
+//! ipenrich: a stream processor that enriches security events with IP intelligence.
+//!
+//! # Layout
+//!
+//! Data flows one way: **source -> extract -> lookup -> merge -> sink**, with the
+//! reporter as a side branch and telemetry beside everything.
+//!
+//! - [`config`]: YAML wire types -> validated [`config::Settings`]; errors name file, line and key.
+//! - [`event`]: the record a source hands over (payload, key, headers, position) and JSON field paths.
+//! - [`source`]: Kafka consumer group, files and stdin; offsets and the at-least-once watermark.
+//! - [`extract`]: pure functions from JSON/text to classified IP addresses; no IO.
+//! - [`lookup`]: the normalised intel record, providers (MMDB, HTTP APIs) and the lookup chain.
+//! - [`merge`]: renders lookup answers into the event, splicing into the raw JSON bytes.
+//! - [`sink`]: Kafka producer, files and stdout, and the dead-letter output.
+//! - [`pipeline`]: wires the stages with bounded queues and owns shutdown.
+//! - [`simulate`]: the provider simulator and test fixtures (MMDB writer).
+//! - [`metrics`], [`telemetry`], [`http`]: Prometheus metrics, logging, `/metrics` and health endpoints.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod event;
+pub mod extract;
+pub mod http;
+pub mod lookup;
+pub mod merge;
+pub mod metrics;
+pub mod pipeline;
+pub mod simulate;
+pub mod sink;
+pub mod source;
+pub mod telemetry;

@@ -1,0 +1,4 @@
+//! Looking addresses up: the normalised record, the providers and the chain.
+
+pub mod providers;
+pub mod record;

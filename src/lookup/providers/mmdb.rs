@@ -1,0 +1,1 @@
+//! Offline MaxMind DB provider (placeholder, being written).

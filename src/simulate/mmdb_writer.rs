@@ -1,0 +1,1 @@
+//! MMDB writer (being written).

@@ -1,0 +1,3 @@
+//! The provider simulator and test fixtures.
+
+pub mod mmdb_writer;
