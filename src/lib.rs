@@ -13,6 +13,7 @@
 //! - [`merge`]: renders lookup answers into the event, splicing into the raw JSON bytes.
 //! - [`sink`]: Kafka producer, files and stdout, and the dead-letter output.
 //! - [`pipeline`]: wires the stages with bounded queues and owns shutdown.
+//! - [`secret`]: API keys from env or mounted files, redacted in `Debug`, logs and errors.
 //! - [`simulate`]: the provider simulator and test fixtures (MMDB writer).
 //! - [`metrics`], [`telemetry`], [`http`]: Prometheus metrics, logging, `/metrics` and health endpoints.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod lookup;
 pub mod merge;
 pub mod metrics;
 pub mod pipeline;
+pub mod secret;
 pub mod simulate;
 pub mod sink;
 pub mod source;

@@ -1,0 +1,1 @@
+//! Secrets (API keys) in a redacting type (placeholder, being written).
