@@ -1,0 +1,343 @@
+//! Serde wire types of the pipeline config. Every struct rejects unknown keys.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Metrics and health endpoints; off when absent.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+    /// The pipelines this process runs. Enums are written as single-key maps
+    /// (`source: {kafka: {...}}`), the natural YAML shape.
+    #[serde(with = "serde_yaml_ng::with::singleton_map_recursive")]
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+/// The `/metrics` and `/health/*` listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on, e.g. `0.0.0.0:9898`.
+    pub listen: SocketAddr,
+}
+
+/// One pipeline: source -> extract -> lookup -> merge -> sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Name used in metrics labels and logs.
+    pub name: String,
+    /// Where events come from.
+    pub source: SourceConfig,
+    /// Which fields hold addresses.
+    #[serde(default)]
+    pub extract: ExtractConfig,
+    /// Lookup chain, in order of precedence.
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    /// How results are written into the event.
+    #[serde(default)]
+    pub output: OutputConfig,
+    /// Where enriched events go.
+    pub sink: SinkConfig,
+    /// Where events that cannot be processed go, with the reason.
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterConfig>,
+    /// Size and concurrency bounds.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// How long SIGTERM may take to drain and commit.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+/// Kubernetes' default termination grace period is 30 s; stay inside it.
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(25)
+}
+
+/// How a line of input is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Every event must be a JSON object; anything else goes to the dead letter.
+    Json,
+    /// Every line is text and becomes `{"message": "<line>"}`.
+    Text,
+    /// JSON objects are events, other lines become `{"message": "<line>"}`.
+    #[default]
+    Auto,
+}
+
+/// Event source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A Kafka consumer group.
+    Kafka(KafkaSourceConfig),
+    /// A file of newline-delimited events, read to its end.
+    File(FileSourceConfig),
+    /// Standard input, read to its end.
+    Stdin(StdinSourceConfig),
+}
+
+impl SourceConfig {
+    /// The configured line format.
+    pub fn format(&self) -> Format {
+        match self {
+            SourceConfig::Kafka(k) => k.format,
+            SourceConfig::File(f) => f.format,
+            SourceConfig::Stdin(s) => s.format,
+        }
+    }
+}
+
+/// Kafka consumer settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap servers, comma separated (`host:port,host:port`).
+    pub brokers: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// Consumer group id; replicas with the same id share the partitions.
+    pub group_id: String,
+    /// `json` is the norm on Kafka; `auto` and `text` for syslog-style topics.
+    #[serde(default = "default_kafka_format")]
+    pub format: Format,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, ...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// SIEM topics carry JSON; a non-JSON record there is a bad event.
+fn default_kafka_format() -> Format {
+    Format::Json
+}
+
+/// File source settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// Path of the file.
+    pub path: PathBuf,
+    /// Line format.
+    #[serde(default)]
+    pub format: Format,
+}
+
+/// Standard input settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdinSourceConfig {
+    /// Line format.
+    #[serde(default)]
+    pub format: Format,
+}
+
+/// Which parts of an event hold addresses.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractConfig {
+    /// JSON fields (dotted paths) that hold addresses, with their role.
+    #[serde(default)]
+    pub fields: Vec<FieldConfig>,
+    /// JSON fields (dotted paths) of free text to scan, e.g. `full_log`, `message`.
+    #[serde(default)]
+    pub text: Vec<String>,
+    /// Scan every string in the event (slower; the default of `ipenrich enrich`).
+    #[serde(default)]
+    pub scan_all_strings: bool,
+}
+
+/// A JSON field with an address in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldConfig {
+    /// Dotted path, e.g. `data.srcip`; arrays along the way are walked.
+    pub path: String,
+    /// What the address is to the event: `source`, `destination`, `client`, ...
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// One provider in the lookup chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum ProviderConfig {
+    /// An offline MaxMind DB file (GeoLite2-ASN, GeoIP2, or one built by `ipenrich mmdb build`).
+    Mmdb(MmdbConfig),
+}
+
+/// Offline MMDB provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MmdbConfig {
+    /// Path of the `.mmdb` file.
+    pub path: PathBuf,
+    /// How often the file is checked for changes; `0s` turns reloading off.
+    #[serde(default = "default_mmdb_reload", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+/// MaxMind publishes GeoLite2 twice a week; a minute's delay is plenty.
+fn default_mmdb_reload() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Where results land in the event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// `enrichment` (one object), `ecs` (ECS `source.as.*` fields) or `both`.
+    #[serde(default)]
+    pub format: OutputFormat,
+    /// Name of the top-level field of the `enrichment` format.
+    #[serde(default = "default_output_field")]
+    pub field: String,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { format: OutputFormat::default(), field: default_output_field() }
+    }
+}
+
+fn default_output_field() -> String {
+    "enrichment".to_string()
+}
+
+/// Output schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// One `enrichment` object listing every address.
+    #[default]
+    Enrichment,
+    /// Elastic Common Schema fields by role (`source.as.number`, ...).
+    Ecs,
+    /// Both of the above.
+    Both,
+}
+
+/// Where enriched events go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// A Kafka topic.
+    Kafka(KafkaSinkConfig),
+    /// A file, one event per line (appended).
+    File(FileSinkConfig),
+    /// Standard output, one event per line.
+    Stdout(StdoutSinkConfig),
+}
+
+/// Kafka producer settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap servers; defaults to the source's.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Output topic.
+    pub topic: String,
+    /// `preserve`: same partition number as the input (keeps per-partition order);
+    /// `key`: librdkafka's partitioner on the message key.
+    #[serde(default)]
+    pub partitioning: Partitioning,
+    /// Extra librdkafka producer properties.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// How output partitions are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Partitioning {
+    /// Input partition number (modulo the output topic's partition count).
+    #[default]
+    Preserve,
+    /// Hash of the message key.
+    Key,
+}
+
+/// File sink settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Path of the file; `-` means standard output.
+    pub path: PathBuf,
+}
+
+/// Standard output sink (no settings).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {}
+
+/// Dead-letter output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum DeadLetterConfig {
+    /// A Kafka topic; the original bytes, key and headers plus `ipenrich.error*` headers.
+    Kafka(KafkaDeadLetterConfig),
+    /// A file of JSON lines `{"error": ..., "source": ..., "event": ...}`.
+    File(FileSinkConfig),
+}
+
+/// Dead-letter topic settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaDeadLetterConfig {
+    /// Bootstrap servers; defaults to the sink's, then the source's.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Dead-letter topic.
+    pub topic: String,
+}
+
+/// Bounds that keep one bad event or a slow provider from hurting the rest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Larger events go to the dead letter unprocessed.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// Addresses enriched per event; the rest are counted and the cap is flagged.
+    #[serde(default = "default_max_ips_per_event")]
+    pub max_ips_per_event: usize,
+    /// Events read but not yet delivered; consumption pauses at this bound.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_event_bytes: default_max_event_bytes(),
+            max_ips_per_event: default_max_ips_per_event(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+}
+
+/// Kafka's default `message.max.bytes` is 1 MiB; bigger events could not be produced anyway.
+fn default_max_event_bytes() -> usize {
+    1024 * 1024
+}
+
+/// Large enough for any real log line (XFF chains, firewall summaries).
+fn default_max_ips_per_event() -> usize {
+    64
+}
+
+/// A few seconds of input at 100k events/s, a few tens of MiB at most.
+fn default_max_in_flight() -> usize {
+    20_000
+}
