@@ -1,1 +1,357 @@
-//! (being written)
+//! A pipeline: source -> extract -> lookup -> merge -> sink, wired with bounded queues.
+//!
+//! The reader takes records from the source and spawns their processing (decode,
+//! extract, lookup, render) as tasks, which run in parallel; the handles travel in
+//! read order through a queue bounded by `max_in_flight`, so the writer sends
+//! results in exactly the input order while enrichment finishes in any order, and
+//! a slow lookup pauses reading instead of growing memory. Each send's delivery is
+//! awaited concurrently; when it is acknowledged, the record's offset is
+//! acknowledged to the source's watermark. A delivery failure stops the pipeline
+//! without committing (at-least-once: the event is read again after a restart).
+//!
+//! Shutdown: stop reading, finish and deliver what was read, commit, all within
+//! `shutdown_timeout`; past it the rest is abandoned uncommitted.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::{DeadLetterConfig, Format, OutputConfig, PipelineConfig, ProviderConfig, SinkConfig, SourceConfig};
+use crate::event::{decode, BadEvent, SourceRecord};
+use crate::extract::{Extractor, IpClass};
+use crate::lookup::providers::mmdb::MmdbProvider;
+use crate::lookup::{Chain, Member};
+use crate::merge::{render, Enrichment};
+use crate::metrics::PipelineMetrics;
+use crate::sink::dead_letter::DeadLetter;
+use crate::sink::file::LineSink;
+use crate::sink::kafka::KafkaSink;
+use crate::sink::{Delivery, Sink, SinkError};
+use crate::source::kafka::KafkaSource;
+use crate::source::lines::LineSource;
+use crate::source::{Ack, Acker, Source, SourceError};
+
+/// Why a pipeline could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("pipeline {pipeline}: source: {source}")]
+    Source {
+        pipeline: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("pipeline {pipeline}: sink: {source}")]
+    Sink {
+        pipeline: String,
+        #[source]
+        source: SinkError,
+    },
+    #[error("pipeline {pipeline}: provider {provider}: {reason}")]
+    Provider { pipeline: String, provider: String, reason: String },
+    #[error("pipeline {pipeline}: processing task failed: {reason}")]
+    Task { pipeline: String, reason: String },
+}
+
+/// What a finished pipeline did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub events_in: u64,
+    pub events_out: u64,
+    pub dead_letters: u64,
+    /// True when shutdown hit its bound and undelivered work was abandoned.
+    pub timed_out: bool,
+}
+
+/// The per-event work: everything between source and sink. Shared by the tasks.
+pub struct Stage {
+    format: Format,
+    max_event_bytes: usize,
+    extractor: Extractor,
+    chain: Chain,
+    output: OutputConfig,
+    metrics: PipelineMetrics,
+}
+
+impl Stage {
+    /// Builds the stage of a pipeline; opens local databases.
+    pub fn new(config: &PipelineConfig, metrics: PipelineMetrics) -> Result<Self, PipelineError> {
+        let mut members = Vec::new();
+        for p in &config.providers {
+            match p {
+                ProviderConfig::Mmdb(m) => {
+                    let provider = MmdbProvider::open(&m.path).map_err(|e| PipelineError::Provider {
+                        pipeline: config.name.clone(),
+                        provider: "mmdb".into(),
+                        reason: e.to_string(),
+                    })?;
+                    let provider = Arc::new(provider);
+                    if !m.reload_interval.is_zero() {
+                        provider.spawn_reloader(m.reload_interval);
+                    }
+                    members.push(Member::Local(provider));
+                }
+            }
+        }
+        Ok(Stage {
+            format: config.source.format(),
+            max_event_bytes: config.limits.max_event_bytes,
+            extractor: Extractor::new(&config.extract, config.limits.max_ips_per_event),
+            chain: Chain::new(members),
+            output: config.output.clone(),
+            metrics,
+        })
+    }
+
+    /// Decodes, extracts, looks up and renders one event.
+    pub async fn process(&self, payload: &[u8]) -> Result<Vec<u8>, BadEvent> {
+        let decoded = decode(payload, self.format, self.max_event_bytes)?;
+        let extraction = self.extractor.extract(&decoded);
+        if extraction.capped {
+            self.metrics.capped.inc();
+        }
+        let mut lookups = Vec::with_capacity(extraction.found.len());
+        for found in &extraction.found {
+            self.metrics.ip(found.class.as_str());
+            if found.class == IpClass::Public && !self.chain.is_empty() {
+                let resolved = self.chain.lookup(found.ip).await;
+                self.metrics.lookup(resolved.status.as_str());
+                lookups.push(Some(resolved));
+            } else {
+                lookups.push(None);
+            }
+        }
+        Ok(render(&decoded, &Enrichment { extraction: &extraction, lookups: &lookups }, &self.output))
+    }
+}
+
+/// Line sources keep at most this much of an over-long line for the dead letter.
+fn keep_bytes(max_event_bytes: usize) -> usize {
+    max_event_bytes.saturating_mul(16).max(64 << 20)
+}
+
+/// Creates the source of a pipeline.
+pub async fn open_source(config: &PipelineConfig) -> Result<Source, PipelineError> {
+    let err = |source| PipelineError::Source { pipeline: config.name.clone(), source };
+    let keep = keep_bytes(config.limits.max_event_bytes);
+    Ok(match &config.source {
+        SourceConfig::Kafka(k) => Source::Kafka(KafkaSource::new(&config.name, k).map_err(err)?),
+        SourceConfig::File(f) => Source::Lines(LineSource::file(&f.path, keep).await.map_err(err)?),
+        SourceConfig::Stdin(_) => Source::Lines(LineSource::stdin(keep)),
+    })
+}
+
+fn source_brokers(config: &PipelineConfig) -> Option<&str> {
+    match &config.source {
+        SourceConfig::Kafka(k) => Some(&k.brokers),
+        _ => None,
+    }
+}
+
+/// Creates the sink and the dead letter of a pipeline.
+pub async fn open_sinks(config: &PipelineConfig) -> Result<(Sink, DeadLetter), PipelineError> {
+    let err = |source| PipelineError::Sink { pipeline: config.name.clone(), source };
+    let no_brokers = || {
+        err(SinkError::Topic { topic: String::new(), reason: "no brokers configured".into() })
+    };
+    let sink = match &config.sink {
+        SinkConfig::Kafka(k) => {
+            let brokers = k.brokers.as_deref().or(source_brokers(config)).ok_or_else(no_brokers)?;
+            Sink::Kafka(KafkaSink::new(brokers, &k.topic, k.partitioning, &k.options).await.map_err(err)?)
+        }
+        SinkConfig::File(f) => Sink::File(LineSink::open(&f.path).map_err(err)?),
+        SinkConfig::Stdout(_) => Sink::File(LineSink::stdout()),
+    };
+    let dead_letter = match &config.dead_letter {
+        Some(DeadLetterConfig::Kafka(d)) => {
+            let sink_brokers = match &config.sink {
+                SinkConfig::Kafka(k) => k.brokers.as_deref(),
+                _ => None,
+            };
+            let brokers = d.brokers.as_deref().or(sink_brokers).or(source_brokers(config)).ok_or_else(no_brokers)?;
+            let options = match &config.sink {
+                SinkConfig::Kafka(k) => k.options.clone(),
+                _ => Default::default(),
+            };
+            let sink = KafkaSink::new(brokers, &d.topic, crate::config::Partitioning::Key, &options)
+                .await
+                .map_err(err)?;
+            // Leave room under Kafka's default 1 MiB message limit for headers and framing.
+            DeadLetter::Kafka { sink, max_message_bytes: 1_000_000 - 16 * 1024 }
+        }
+        Some(DeadLetterConfig::File(f)) => DeadLetter::File(LineSink::open(&f.path).map_err(err)?),
+        None => DeadLetter::File(LineSink::stderr()),
+    };
+    Ok((sink, dead_letter))
+}
+
+type Processed = (SourceRecord, Ack, Result<Vec<u8>, BadEvent>);
+
+/// Runs a pipeline until its input ends or `shutdown` turns true.
+pub async fn run(
+    config: &PipelineConfig,
+    metrics: PipelineMetrics,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Summary, PipelineError> {
+    let stage = Arc::new(Stage::new(config, metrics.clone())?);
+    let mut source = open_source(config).await?;
+    let (sink, dead_letter) = open_sinks(config).await?;
+    let acker = source.acker();
+    let name = config.name.clone();
+    let (tx, rx) = mpsc::channel::<JoinHandle<Processed>>(config.limits.max_in_flight);
+    metrics.up.set(1);
+    info!(pipeline = %name, providers = ?stage.chain.names(), "pipeline started");
+
+    let writer = tokio::spawn(write_loop(name.clone(), rx, sink, dead_letter, acker.clone(), metrics.clone()));
+
+    // Reader: until the input ends, shutdown is asked, or the writer is gone.
+    let mut read_error = None;
+    let mut events_in = 0u64;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            next = source.next() => next,
+        };
+        let (record, ack) = match next {
+            None => break,
+            Some(Ok(item)) => item,
+            Some(Err(e)) if source.is_kafka() => {
+                // Broker hiccups surface here; librdkafka recovers by itself.
+                warn!(pipeline = %name, error = %e, "consumer error");
+                continue;
+            }
+            Some(Err(e)) => {
+                read_error = Some(e);
+                break;
+            }
+        };
+        events_in += 1;
+        metrics.events_in.inc();
+        metrics.in_flight.inc();
+        let stage = stage.clone();
+        let task = tokio::spawn(async move {
+            let out = stage.process(&record.payload).await;
+            (record, ack, out)
+        });
+        if tx.send(task).await.is_err() {
+            break; // the writer failed; its error is reported below
+        }
+    }
+    drop(tx);
+    info!(pipeline = %name, events_in, "input closed, draining");
+
+    let outcome = match tokio::time::timeout(config.shutdown_timeout, writer).await {
+        Ok(Ok(result)) => result.map(|mut s| {
+            s.events_in = events_in;
+            s
+        }),
+        Ok(Err(join)) => Err(PipelineError::Task { pipeline: name.clone(), reason: join.to_string() }),
+        Err(_) => {
+            warn!(pipeline = %name, timeout = ?config.shutdown_timeout, "drain timed out; undelivered events will be re-read");
+            Ok(Summary { events_in, timed_out: true, ..Summary::default() })
+        }
+    };
+    if let Acker::Kafka(k) = &acker {
+        acker.commit();
+        k.close();
+    }
+    metrics.up.set(0);
+    if let Some(e) = read_error {
+        return Err(PipelineError::Source { pipeline: name, source: e });
+    }
+    outcome
+}
+
+/// Sends processed events in read order and acknowledges them as deliveries complete.
+async fn write_loop(
+    name: String,
+    mut rx: mpsc::Receiver<JoinHandle<Processed>>,
+    mut sink: Sink,
+    mut dead_letter: DeadLetter,
+    acker: Acker,
+    metrics: PipelineMetrics,
+) -> Result<Summary, PipelineError> {
+    let sink_err = |source| PipelineError::Sink { pipeline: name.clone(), source };
+    let mut summary = Summary::default();
+    let mut pending = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some((result, ack, dead)) = pending.next(), if !pending.is_empty() => {
+                let result: Result<(), SinkError> = result;
+                result.map_err(sink_err)?;
+                acked(&acker, &ack, dead, &metrics, &mut summary);
+            }
+            task = rx.recv() => {
+                let Some(task) = task else { break };
+                let (record, ack, out) = task.await.map_err(|e| PipelineError::Task { pipeline: name.clone(), reason: e.to_string() })?;
+                let (delivery, dead) = match out {
+                    Ok(bytes) => (sink.send(&record, &bytes).await.map_err(sink_err)?, false),
+                    Err(bad) => {
+                        metrics.dead_letter(bad.kind());
+                        tracing::debug!(pipeline = %name, source = %record.position, reason = %bad, "dead letter");
+                        (dead_letter.send(&name, &record, &bad).await.map_err(sink_err)?, true)
+                    }
+                };
+                match delivery {
+                    Delivery::Done => acked(&acker, &ack, dead, &metrics, &mut summary),
+                    Delivery::Pending(_) => pending.push(async move { (delivery.wait().await, ack, dead) }),
+                }
+                if rx.is_empty() {
+                    // Idle: make line output visible now rather than at the next buffer fill.
+                    if let Sink::File(f) = &mut sink {
+                        f.flush().map_err(sink_err)?;
+                    }
+                    if let DeadLetter::File(f) = &mut dead_letter {
+                        f.flush().map_err(sink_err)?;
+                    }
+                }
+            }
+        }
+    }
+    while let Some((result, ack, dead)) = pending.next().await {
+        result.map_err(sink_err)?;
+        acked(&acker, &ack, dead, &metrics, &mut summary);
+    }
+    sink.flush().await.map_err(sink_err)?;
+    dead_letter.flush().await.map_err(sink_err)?;
+    Ok(summary)
+}
+
+fn acked(acker: &Acker, ack: &Ack, dead: bool, metrics: &PipelineMetrics, summary: &mut Summary) {
+    acker.ack(ack);
+    metrics.in_flight.dec();
+    if dead {
+        summary.dead_letters += 1;
+    } else {
+        summary.events_out += 1;
+        metrics.events_out.inc();
+    }
+}
+
+/// The built-in pipeline of `ipenrich enrich` without a config: scan every string.
+pub fn default_config(input: Option<&Path>, output: Option<&Path>) -> PipelineConfig {
+    use crate::config::*;
+    PipelineConfig {
+        name: "enrich".into(),
+        source: match input {
+            Some(p) if p != Path::new("-") => SourceConfig::File(FileSourceConfig { path: p.into(), format: Format::Auto }),
+            _ => SourceConfig::Stdin(StdinSourceConfig { format: Format::Auto }),
+        },
+        extract: ExtractConfig { fields: vec![], text: vec![], scan_all_strings: true },
+        providers: vec![],
+        output: OutputConfig::default(),
+        sink: match output {
+            Some(p) if p != Path::new("-") => SinkConfig::File(FileSinkConfig { path: p.into() }),
+            _ => SinkConfig::Stdout(StdoutSinkConfig {}),
+        },
+        dead_letter: None,
+        limits: LimitsConfig::default(),
+        shutdown_timeout: Duration::from_secs(25),
+    }
+}

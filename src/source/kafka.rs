@@ -1,0 +1,167 @@
+//! Kafka consumer-group source with at-least-once offsets.
+//!
+//! `enable.auto.offset.store=false`: an offset is stored only when it and every
+//! earlier offset of its partition were delivered downstream (the [`Watermark`]);
+//! librdkafka's auto-commit then commits stored offsets in the background and on
+//! revocation. On revoke the partition's watermark is dropped, so in-flight events
+//! of a revoked partition are abandoned (their output may still be produced, and
+//! the new owner re-reads them: duplicates, never loss). See rust-rdkafka's
+//! `examples/at_least_once.rs` for the pattern.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientContext, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use super::watermark::{PartitionKey, Ticket, Watermark};
+use super::{Ack, SourceError};
+use crate::config::KafkaSourceConfig;
+use crate::event::{Position, SourceRecord};
+
+/// Consumer callbacks: forget revoked partitions, log commit failures.
+pub struct SourceContext {
+    watermark: Arc<Mutex<Watermark>>,
+    pipeline: String,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let mut w = self.watermark.lock().expect("watermark lock");
+                for e in tpl.elements() {
+                    w.revoke(&(Arc::from(e.topic()), e.partition()));
+                }
+                info!(pipeline = %self.pipeline, partitions = tpl.count(), "partitions revoked");
+            }
+            Rebalance::Assign(tpl) => {
+                info!(pipeline = %self.pipeline, partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Error(e) => warn!(pipeline = %self.pipeline, error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => debug!(pipeline = %self.pipeline, partitions = offsets.count(), "offsets committed"),
+            Err(e) => warn!(pipeline = %self.pipeline, error = %e, "offset commit failed"),
+        }
+    }
+}
+
+type Inner = StreamConsumer<SourceContext>;
+
+/// A subscribed consumer.
+pub struct KafkaSource {
+    consumer: Arc<Inner>,
+    watermark: Arc<Mutex<Watermark>>,
+    topics: BTreeMap<String, Arc<str>>,
+}
+
+/// Librdkafka properties ipenrich sets; user `options` may not weaken delivery.
+const FORCED: [(&str, &str); 2] = [("enable.auto.offset.store", "false"), ("enable.auto.commit", "true")];
+
+impl KafkaSource {
+    /// Creates the consumer and subscribes.
+    pub fn new(pipeline: &str, config: &KafkaSourceConfig) -> Result<Self, SourceError> {
+        let watermark = Arc::new(Mutex::new(Watermark::default()));
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group_id)
+            .set("client.id", format!("ipenrich-{pipeline}"))
+            .set("auto.offset.reset", "earliest")
+            .set("auto.commit.interval.ms", "1000")
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        for (k, v) in &config.options {
+            cc.set(k, v);
+        }
+        for (k, v) in FORCED {
+            if config.options.get(k).is_some_and(|user| user != v) {
+                warn!(pipeline, key = k, "option overridden: at-least-once needs {k}={v}");
+            }
+            cc.set(k, v);
+        }
+        let ctx = SourceContext { watermark: watermark.clone(), pipeline: pipeline.to_string() };
+        let consumer: Inner = cc.create_with_context(ctx)?;
+        let names: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+        let topics = config.topics.iter().map(|t| (t.clone(), Arc::from(t.as_str()))).collect();
+        Ok(KafkaSource { consumer: Arc::new(consumer), watermark, topics })
+    }
+
+    /// Waits for the next record.
+    pub async fn next(&mut self) -> Result<(SourceRecord, Ack), SourceError> {
+        let msg = self.consumer.recv().await?;
+        let topic = match self.topics.get(msg.topic()) {
+            Some(t) => t.clone(),
+            None => Arc::from(msg.topic()),
+        };
+        let partition = msg.partition();
+        let offset = msg.offset();
+        let headers = msg
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+            .unwrap_or_default();
+        let record = SourceRecord {
+            payload: msg.payload().unwrap_or_default().to_vec(),
+            key: msg.key().map(<[u8]>::to_vec),
+            headers,
+            position: Position::Kafka { topic: topic.clone(), partition, offset },
+        };
+        let key: PartitionKey = (topic, partition);
+        let ticket = self.watermark.lock().expect("watermark lock").register(key, offset);
+        Ok((record, Ack::Kafka(ticket)))
+    }
+
+    /// A handle for acknowledging deliveries.
+    pub fn acker(&self) -> KafkaAcker {
+        KafkaAcker { consumer: self.consumer.clone(), watermark: self.watermark.clone() }
+    }
+}
+
+/// Stores offsets as deliveries complete.
+#[derive(Clone)]
+pub struct KafkaAcker {
+    consumer: Arc<Inner>,
+    watermark: Arc<Mutex<Watermark>>,
+}
+
+impl KafkaAcker {
+    /// Marks one record delivered and stores the advanced watermark, if any.
+    pub fn ack(&self, ticket: &Ticket) {
+        let advanced = self.watermark.lock().expect("watermark lock").ack(ticket);
+        if let Some(offset) = advanced {
+            // rd_kafka_offset_store stores offset + 1, the next offset to read.
+            if let Err(e) = self.consumer.store_offset(&ticket.key.0, ticket.key.1, offset) {
+                // The partition was revoked meanwhile: its new owner re-reads from the last commit.
+                debug!(error = %e, partition = ticket.key.1, "offset not stored");
+            }
+        }
+    }
+
+    /// Commits stored offsets now (shutdown), waiting for the broker.
+    pub fn commit(&self) {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => info!("final offsets committed"),
+            // "No offset stored" is not a failure: nothing new was delivered.
+            Err(e) => debug!(error = %e, "final commit"),
+        }
+    }
+
+    /// Pending (read, not yet committed-able) records.
+    pub fn in_flight(&self) -> usize {
+        self.watermark.lock().expect("watermark lock").in_flight()
+    }
+
+    /// Unsubscribes, so the group rebalances promptly on shutdown.
+    pub fn close(&self) {
+        self.consumer.unsubscribe();
+    }
+}
