@@ -61,7 +61,7 @@ pub fn render(event: &Decoded<'_>, enrichment: &Enrichment<'_>, output: &OutputC
             let raw = raw.trim_end();
             let mut out = Vec::with_capacity(raw.len() + 256);
             // A valid object ends with '}'; splice before it.
-            out.extend_from_slice(raw[..raw.len() - 1].as_bytes());
+            out.extend_from_slice(&raw.as_bytes()[..raw.len() - 1]);
             if !object.is_empty() {
                 out.push(b',');
             }
