@@ -111,7 +111,9 @@ async fn handle(State(stub): State<Stub>, request: Request) -> Response {
     };
     let answer = answer.unwrap_or_else(|| canned(599, "no canned answer"));
     let escaped = serde_json::to_string(&echo).unwrap();
-    let body = answer.body.replace("{echo}", &escaped[1..escaped.len() - 1]);
+    let body = answer
+        .body
+        .replace("{echo}", &escaped[1..escaped.len() - 1]);
     let mut response = Response::builder().status(StatusCode::from_u16(answer.status).unwrap());
     for (name, value) in &answer.headers {
         response = response.header(*name, value);
@@ -168,8 +170,14 @@ async fn stub_ipinsights_requests_and_answers() {
     assert_eq!((rate.limit, rate.remaining), (Some(600), Some(95)));
 
     // 422 on a lookup: private address, nothing to know.
-    stub.push(canned(422, r#"{"success":false,"error":"IP address is private or reserved"}"#));
-    assert_eq!(client.lookup(&[ip("10.1.2.3")]).await.unwrap(), vec![Answer::NoData]);
+    stub.push(canned(
+        422,
+        r#"{"success":false,"error":"IP address is private or reserved"}"#,
+    ));
+    assert_eq!(
+        client.lookup(&[ip("10.1.2.3")]).await.unwrap(),
+        vec![Answer::NoData]
+    );
 
     // Bulk: body {"ips":[...]}, answers matched by ip, in input order.
     stub.push(canned(200, r#"{"success":true,"data":[{"ip":"1.1.1.1","as_number":"AS13335"},{"ip":"8.8.8.8","as_number":"AS15169"}]}"#));
@@ -186,12 +194,20 @@ async fn stub_ipinsights_requests_and_answers() {
         .collect();
     assert_eq!(numbers, [Some(15169), None, Some(13335)]);
     let seen = stub.last();
-    assert_eq!((seen.method.as_str(), seen.uri.as_str()), ("POST", "/api/v1/bulk-lookup"));
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("POST", "/api/v1/bulk-lookup")
+    );
     let body: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
-    assert_eq!(body, serde_json::json!({"ips": ["8.8.8.8", "9.9.9.9", "1.1.1.1"]}));
+    assert_eq!(
+        body,
+        serde_json::json!({"ips": ["8.8.8.8", "9.9.9.9", "1.1.1.1"]})
+    );
 
     // Over the limit: refused before sending.
-    let many: Vec<IpAddr> = (0..101u32).map(|i| IpAddr::from([11, 0, 0, i as u8])).collect();
+    let many: Vec<IpAddr> = (0..101u32)
+        .map(|i| IpAddr::from([11, 0, 0, i as u8]))
+        .collect();
     let before = stub.seen().len();
     assert!(matches!(
         client.lookup(&many).await,
@@ -200,12 +216,21 @@ async fn stub_ipinsights_requests_and_answers() {
     assert_eq!(stub.seen().len(), before);
 
     // ASN and CIDR lookups.
-    stub.push(canned(200, r#"{"success":true,"data":{"as_number":"AS15169","as_name":"GOOGLE","total_ips":42}}"#));
+    stub.push(canned(
+        200,
+        r#"{"success":true,"data":{"as_number":"AS15169","as_name":"GOOGLE","total_ips":42}}"#,
+    ));
     let asn = client.lookup_asn("AS15169").await.unwrap();
     assert_eq!(asn.total_ips, Some(42));
     assert_eq!(stub.last().uri, "/api/v1/lookup?asn=AS15169");
-    stub.push(canned(200, r#"{"success":true,"data":{"cidr":"8.8.8.0/24","total_ips_in_db":5}}"#));
-    let cidr = client.lookup_cidr("8.8.8.0/24".parse().unwrap()).await.unwrap();
+    stub.push(canned(
+        200,
+        r#"{"success":true,"data":{"cidr":"8.8.8.0/24","total_ips_in_db":5}}"#,
+    ));
+    let cidr = client
+        .lookup_cidr("8.8.8.0/24".parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(cidr.total_ips_in_db, Some(5));
     assert_eq!(stub.last().uri, "/api/v1/lookup?cidr=8.8.8.0%2F24");
 
@@ -219,22 +244,42 @@ async fn stub_ipinsights_requests_and_answers() {
     stub.push(canned(201, r#"{ "success": true, "message": "Report received. Thank you for contributing.", "report_id": 18429, "weight": 1.00, "corroborated": false, "reputation": 1.00, "categories": ["ssh_bruteforce","port_scan"], "reported_at": "2026-05-12T06:49:10Z" }"#));
     assert_eq!(client.report(&report).await.unwrap().report_id, 18429);
     let seen = stub.last();
-    assert_eq!((seen.method.as_str(), seen.uri.as_str()), ("POST", "/api/v1/report"));
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("POST", "/api/v1/report")
+    );
     let body: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
-    assert_eq!(body["categories"], serde_json::json!(["ssh_bruteforce", "port_scan"]));
+    assert_eq!(
+        body["categories"],
+        serde_json::json!(["ssh_bruteforce", "port_scan"])
+    );
     assert_eq!(body["source"], "manual");
 
-    stub.push(canned(400, r#"{"success":false,"error":"IP already reported within the last 15 minutes"}"#));
-    assert!(matches!(client.report(&report).await, Err(ProviderError::Duplicate { .. })));
-    stub.push(canned(422, r#"{"success":false,"error":"IP address is private or reserved"}"#));
-    assert!(matches!(client.report(&report).await, Err(ProviderError::Unprocessable { .. })));
+    stub.push(canned(
+        400,
+        r#"{"success":false,"error":"IP already reported within the last 15 minutes"}"#,
+    ));
+    assert!(matches!(
+        client.report(&report).await,
+        Err(ProviderError::Duplicate { .. })
+    ));
+    stub.push(canned(
+        422,
+        r#"{"success":false,"error":"IP address is private or reserved"}"#,
+    ));
+    assert!(matches!(
+        client.report(&report).await,
+        Err(ProviderError::Unprocessable { .. })
+    ));
     stub.push(Canned {
         status: 429,
         headers: vec![("Retry-After", "42".into())],
         body: r#"{"success":false,"error":"Rate limit exceeded"}"#.into(),
     });
     let err = client.report(&report).await.unwrap_err();
-    assert!(matches!(err, ProviderError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(42)));
+    assert!(
+        matches!(err, ProviderError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(42))
+    );
     assert_eq!(
         client.last_rate_info().unwrap().retry_after,
         Some(Duration::from_secs(42))
@@ -252,19 +297,38 @@ async fn stub_openipapi_requests_and_answers() {
 
     stub.push(canned(200, r#"{"ip":"185.220.101.45","network":{"asn":205100},"threat":{"threat_score":85,"bot_type":null}}"#));
     let answers = client.lookup(&[ip("185.220.101.45")]).await.unwrap();
-    assert!(matches!(&answers[0], Answer::Found(r) if r.threat.as_ref().unwrap().score == Some(85)));
+    assert!(
+        matches!(&answers[0], Answer::Found(r) if r.threat.as_ref().unwrap().score == Some(85))
+    );
     let seen = stub.last();
-    assert_eq!(seen.uri, "/v1/lookup/185.220.101.45?fields=network%2Cthreat");
+    assert_eq!(
+        seen.uri,
+        "/v1/lookup/185.220.101.45?fields=network%2Cthreat"
+    );
     assert_eq!(header(&seen, "x-api-key"), Some("oip_key_0002"));
 
-    stub.push(canned(404, r#"{"error":"not_found","message":"No data found","status":404}"#));
-    assert_eq!(client.lookup(&[ip("192.0.2.1")]).await.unwrap(), vec![Answer::NoData]);
+    stub.push(canned(
+        404,
+        r#"{"error":"not_found","message":"No data found","status":404}"#,
+    ));
+    assert_eq!(
+        client.lookup(&[ip("192.0.2.1")]).await.unwrap(),
+        vec![Answer::NoData]
+    );
 
     stub.push(canned(200, r#"{"results":[{"ip":"8.8.8.8","network":{"asn":15169}},{"ip":"1.1.1.1","network":{"asn":13335}}],"count":2}"#));
-    let answers = client.lookup(&[ip("8.8.8.8"), ip("1.1.1.1")]).await.unwrap();
-    assert!(matches!(&answers[1], Answer::Found(r) if r.asn.as_ref().unwrap().number == Some(13335)));
+    let answers = client
+        .lookup(&[ip("8.8.8.8"), ip("1.1.1.1")])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&answers[1], Answer::Found(r) if r.asn.as_ref().unwrap().number == Some(13335))
+    );
     let seen = stub.last();
-    assert_eq!((seen.method.as_str(), seen.uri.as_str()), ("POST", "/v1/lookup/batch"));
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("POST", "/v1/lookup/batch")
+    );
 
     stub.push(canned(403, r#"{"error":"plan_required","message":"The requested feature is not available on your current plan.","status":403}"#));
     assert!(matches!(
@@ -272,15 +336,29 @@ async fn stub_openipapi_requests_and_answers() {
         Err(ProviderError::PlanRequired { .. })
     ));
 
-    stub.push(canned(200, r#"{"asn":13335,"as_name":"Cloudflare, Inc.","total_ips":2359296}"#));
+    stub.push(canned(
+        200,
+        r#"{"asn":13335,"as_name":"Cloudflare, Inc.","total_ips":2359296}"#,
+    ));
     assert_eq!(client.asn(13335).await.unwrap().total_ips, Some(2359296));
     assert_eq!(stub.last().uri, "/v1/asn/13335");
-    stub.push(canned(404, r#"{"error":"not_found","message":"Unknown ASN","status":404}"#));
-    assert!(matches!(client.asn(4_000_000).await, Err(ProviderError::NotFound { .. })));
+    stub.push(canned(
+        404,
+        r#"{"error":"not_found","message":"Unknown ASN","status":404}"#,
+    ));
+    assert!(matches!(
+        client.asn(4_000_000).await,
+        Err(ProviderError::NotFound { .. })
+    ));
 
     stub.push(canned(200, r#"{"ip":"185.220.101.45","fraud_score":92,"risk_level":"critical","recommendation":"block"}"#));
     assert_eq!(
-        client.fraud(ip("185.220.101.45")).await.unwrap().recommendation.as_deref(),
+        client
+            .fraud(ip("185.220.101.45"))
+            .await
+            .unwrap()
+            .recommendation
+            .as_deref(),
         Some("block")
     );
     assert_eq!(stub.last().uri, "/v1/fraud/185.220.101.45");
@@ -291,7 +369,10 @@ async fn stub_openipapi_requests_and_answers() {
         headers: vec![("ETag", "\"fa2b851f9155838b\"".into())],
         body: "MMDB-BYTES".into(),
     });
-    let first = client.download_database(DatabaseSource::Asn, None).await.unwrap();
+    let first = client
+        .download_database(DatabaseSource::Asn, None)
+        .await
+        .unwrap();
     let Download::Modified { bytes, etag } = first else {
         panic!("{first:?}")
     };
@@ -306,7 +387,10 @@ async fn stub_openipapi_requests_and_answers() {
         .await
         .unwrap();
     assert_eq!(second, Download::NotModified);
-    assert_eq!(header(&stub.last(), "if-none-match"), Some("\"fa2b851f9155838b\""));
+    assert_eq!(
+        header(&stub.last(), "if-none-match"),
+        Some("\"fa2b851f9155838b\"")
+    );
 
     stub.push(Canned {
         status: 429,
@@ -316,7 +400,9 @@ async fn stub_openipapi_requests_and_answers() {
     // A date in the past: retry now.
     assert!(matches!(
         client.lookup(&[ip("8.8.8.8")]).await,
-        Err(ProviderError::RateLimited { retry_after: Some(Duration::ZERO) })
+        Err(ProviderError::RateLimited {
+            retry_after: Some(Duration::ZERO)
+        })
     ));
 }
 
@@ -336,14 +422,22 @@ async fn stub_iptrust_ipgeolocation_cloudflare_requests_and_answers() {
     let (stub, base) = Stub::start().await;
 
     let trust = IpTrustClient::new(&settings(&base, "trust-key-0003")).unwrap();
-    stub.push(canned(200, r#"{"ip":"74.148.39.34","is_bogon":false,"asn":{"number":"AS8075","risk":0.9}}"#));
+    stub.push(canned(
+        200,
+        r#"{"ip":"74.148.39.34","is_bogon":false,"asn":{"number":"AS8075","risk":0.9}}"#,
+    ));
     let answers = trust.lookup(&[ip("74.148.39.34")]).await.unwrap();
-    assert!(matches!(&answers[0], Answer::Found(r) if r.threat.as_ref().unwrap().score == Some(90)));
+    assert!(
+        matches!(&answers[0], Answer::Found(r) if r.threat.as_ref().unwrap().score == Some(90))
+    );
     let seen = stub.last();
     assert_eq!(seen.uri, "/ip/74.148.39.34");
     assert_eq!(header(&seen, "x-api-key"), Some("trust-key-0003"));
     stub.push(canned(200, r#"{"ip":"10.0.0.1","is_bogon":true}"#));
-    assert_eq!(trust.lookup(&[ip("10.0.0.1")]).await.unwrap(), vec![Answer::NoData]);
+    assert_eq!(
+        trust.lookup(&[ip("10.0.0.1")]).await.unwrap(),
+        vec![Answer::NoData]
+    );
     stub.push(canned(200, r#"{"ip":"2001:db8::1","is_bogon":false}"#));
     trust.lookup(&[ip("2001:db8::1")]).await.unwrap();
     assert_eq!(stub.last().uri, "/ip/2001:db8::1");
@@ -355,17 +449,34 @@ async fn stub_iptrust_ipgeolocation_cloudflare_requests_and_answers() {
         body: r#"{"ip":"49.12.0.0","asn":{"as_number":"AS24940","organization":"Hetzner Online GmbH","type":"HOSTING"}}"#.into(),
     });
     let answers = geo.lookup(&[ip("49.12.0.0")]).await.unwrap();
-    assert!(matches!(&answers[0], Answer::Found(r) if r.asn.as_ref().unwrap().kind.as_deref() == Some("hosting")));
+    assert!(
+        matches!(&answers[0], Answer::Found(r) if r.asn.as_ref().unwrap().kind.as_deref() == Some("hosting"))
+    );
     let seen = stub.last();
     assert_eq!(seen.uri, "/v3/asn?ip=49.12.0.0&apiKey=geo-key-0004");
     assert_eq!(header(&seen, "x-api-key"), None);
     assert_eq!(geo.last_credits_charged(), Some(1.0));
-    stub.push(canned(423, r#"{"message":"'10.0.0.1' is a bogon IP address."}"#));
-    assert_eq!(geo.lookup(&[ip("10.0.0.1")]).await.unwrap(), vec![Answer::NoData]);
-    stub.push(canned(404, r#"{"message":"Provided ASN or IP Address does not exist in our database."}"#));
-    assert_eq!(geo.lookup(&[ip("192.0.2.7")]).await.unwrap(), vec![Answer::NoData]);
+    stub.push(canned(
+        423,
+        r#"{"message":"'10.0.0.1' is a bogon IP address."}"#,
+    ));
+    assert_eq!(
+        geo.lookup(&[ip("10.0.0.1")]).await.unwrap(),
+        vec![Answer::NoData]
+    );
+    stub.push(canned(
+        404,
+        r#"{"message":"Provided ASN or IP Address does not exist in our database."}"#,
+    ));
+    assert_eq!(
+        geo.lookup(&[ip("192.0.2.7")]).await.unwrap(),
+        vec![Answer::NoData]
+    );
     assert_eq!(geo.credits_charged_total(), 1.0);
-    stub.push(canned(200, r#"{"asn":{"as_number":"AS24940","num_of_ipv4_routes":"84"}}"#));
+    stub.push(canned(
+        200,
+        r#"{"asn":{"as_number":"AS24940","num_of_ipv4_routes":"84"}}"#,
+    ));
     let body = geo
         .lookup_asn(
             "24940",
@@ -376,7 +487,10 @@ async fn stub_iptrust_ipgeolocation_cloudflare_requests_and_answers() {
         )
         .await
         .unwrap();
-    assert_eq!(body.asn.unwrap().num_of_ipv4_routes.unwrap().value(), Some(84));
+    assert_eq!(
+        body.asn.unwrap().num_of_ipv4_routes.unwrap().value(),
+        Some(84)
+    );
     assert_eq!(
         stub.last().uri,
         "/v3/asn?asn=24940&include=peers%2Croutes&apiKey=geo-key-0004"
@@ -385,14 +499,24 @@ async fn stub_iptrust_ipgeolocation_cloudflare_requests_and_answers() {
     let cf = CloudflareRadarClient::new(&settings(&base, "cf-token-0005")).unwrap();
     stub.push(canned(200, r#"{"result":{"asn":{"asn":13335,"name":"CLOUDFLARENET","orgName":"Cloudflare, Inc.","source":"ARIN","website":"https://www.cloudflare.com"}},"success":true}"#));
     let answers = cf.lookup(&[ip("1.1.1.1")]).await.unwrap();
-    assert!(matches!(&answers[0], Answer::Found(r) if r.asn.as_ref().unwrap().number == Some(13335)));
+    assert!(
+        matches!(&answers[0], Answer::Found(r) if r.asn.as_ref().unwrap().number == Some(13335))
+    );
     let seen = stub.last();
     assert_eq!(seen.uri, "/client/v4/radar/entities/asns/ip?ip=1.1.1.1");
     assert_eq!(header(&seen, "authorization"), Some("Bearer cf-token-0005"));
-    stub.push(canned(200, r#"{"result":null,"success":false,"errors":[{"code":1000,"message":"boom"}]}"#));
-    assert!(matches!(cf.lookup(&[ip("1.1.1.1")]).await, Err(ProviderError::Rejected { message }) if message == "boom"));
+    stub.push(canned(
+        200,
+        r#"{"result":null,"success":false,"errors":[{"code":1000,"message":"boom"}]}"#,
+    ));
+    assert!(
+        matches!(cf.lookup(&[ip("1.1.1.1")]).await, Err(ProviderError::Rejected { message }) if message == "boom")
+    );
     stub.push(canned(200, r#"{"success":true,"result":{}}"#));
-    assert_eq!(cf.lookup(&[ip("192.0.2.9")]).await.unwrap(), vec![Answer::NoData]);
+    assert_eq!(
+        cf.lookup(&[ip("192.0.2.9")]).await.unwrap(),
+        vec![Answer::NoData]
+    );
 }
 
 #[tokio::test]
@@ -464,8 +588,14 @@ where
     let mut out = String::new();
     let mut bodies: Vec<Canned> = STATUSES.iter().map(|s| canned(*s, ECHO_BODY)).collect();
     bodies.push(canned(200, "{echo} is not json"));
-    bodies.push(canned(200, r#"{"success":false,"errors":[{"message":"{echo}"}]}"#));
-    bodies.push(canned(200, r#"{"success":true,"data":{"ip":"{echo}"},"results":[{"ip":"{echo}"}]}"#));
+    bodies.push(canned(
+        200,
+        r#"{"success":false,"errors":[{"message":"{echo}"}]}"#,
+    ));
+    bodies.push(canned(
+        200,
+        r#"{"success":true,"data":{"ip":"{echo}"},"results":[{"ip":"{echo}"}]}"#,
+    ));
     for body in bodies {
         stub.push(body);
         match call().await {
@@ -478,7 +608,10 @@ where
 
 fn assert_clean(what: &str, text: &str, key: &str) {
     assert!(!text.contains(key), "{what} leaks the key:\n{text}");
-    assert!(!text.contains(&key[..8]), "{what} leaks the key prefix:\n{text}");
+    assert!(
+        !text.contains(&key[..8]),
+        "{what} leaks the key prefix:\n{text}"
+    );
 }
 
 #[tokio::test]
@@ -507,7 +640,11 @@ async fn no_secret_leaks_on_any_error_path() {
     out += &error_paths(&stub, || c.bulk_lookup(&pair)).await;
     out += &error_paths(&stub, || c.lookup_asn("AS15169")).await;
     out += &error_paths(&stub, || c.report(&report)).await;
-    assert_eq!(header(&stub.last(), "x-api-key"), Some(keys[0]), "key was sent");
+    assert_eq!(
+        header(&stub.last(), "x-api-key"),
+        Some(keys[0]),
+        "key was sent"
+    );
     outputs.push((keys[0], out));
 
     let c = OpenIpApiClient::new(&settings(&base, keys[1]), Plan::Pro).unwrap();
@@ -521,7 +658,9 @@ async fn no_secret_leaks_on_any_error_path() {
         c.download_database(DatabaseSource::Country, Some("\"e\""))
             .await
             .map(|d| match d {
-                Download::Modified { bytes, etag } => format!("{} bytes, etag {etag:?}", bytes.len()),
+                Download::Modified { bytes, etag } => {
+                    format!("{} bytes, etag {etag:?}", bytes.len())
+                }
                 Download::NotModified => "not modified".to_owned(),
             })
     })
@@ -529,16 +668,25 @@ async fn no_secret_leaks_on_any_error_path() {
     outputs.push((keys[1], out));
 
     let c = IpTrustClient::new(&settings(&base, keys[2])).unwrap();
-    outputs.push((keys[2], error_paths(&stub, || c.lookup_ip(ip("8.8.8.8"))).await));
+    outputs.push((
+        keys[2],
+        error_paths(&stub, || c.lookup_ip(ip("8.8.8.8"))).await,
+    ));
 
     let c = IpGeolocationClient::new(&settings(&base, keys[3])).unwrap();
     let mut out = error_paths(&stub, || c.lookup_ip(ip("8.8.8.8"))).await;
     out += &error_paths(&stub, || c.lookup_asn("AS24940", &[])).await;
-    assert!(stub.last().uri.contains(keys[3]), "key was sent in the query");
+    assert!(
+        stub.last().uri.contains(keys[3]),
+        "key was sent in the query"
+    );
     outputs.push((keys[3], out));
 
     let c = CloudflareRadarClient::new(&settings(&base, keys[4])).unwrap();
-    outputs.push((keys[4], error_paths(&stub, || c.lookup_ip(ip("8.8.8.8"))).await));
+    outputs.push((
+        keys[4],
+        error_paths(&stub, || c.lookup_ip(ip("8.8.8.8"))).await,
+    ));
 
     // Transport failures: a closed port and a server that never answers.
     let closed = {
@@ -556,11 +704,36 @@ async fn no_secret_leaks_on_any_error_path() {
                     Duration::from_millis(600),
                 );
             let result = match i {
-                0 => IpInsightsClient::new(&s).unwrap().lookup(&[ip("8.8.8.8")]).await,
-                1 => OpenIpApiClient::new(&s, Plan::Pro).unwrap().lookup(&[ip("8.8.8.8")]).await,
-                2 => IpTrustClient::new(&s).unwrap().lookup(&[ip("8.8.8.8")]).await,
-                3 => IpGeolocationClient::new(&s).unwrap().lookup(&[ip("8.8.8.8")]).await,
-                _ => CloudflareRadarClient::new(&s).unwrap().lookup(&[ip("8.8.8.8")]).await,
+                0 => {
+                    IpInsightsClient::new(&s)
+                        .unwrap()
+                        .lookup(&[ip("8.8.8.8")])
+                        .await
+                }
+                1 => {
+                    OpenIpApiClient::new(&s, Plan::Pro)
+                        .unwrap()
+                        .lookup(&[ip("8.8.8.8")])
+                        .await
+                }
+                2 => {
+                    IpTrustClient::new(&s)
+                        .unwrap()
+                        .lookup(&[ip("8.8.8.8")])
+                        .await
+                }
+                3 => {
+                    IpGeolocationClient::new(&s)
+                        .unwrap()
+                        .lookup(&[ip("8.8.8.8")])
+                        .await
+                }
+                _ => {
+                    CloudflareRadarClient::new(&s)
+                        .unwrap()
+                        .lookup(&[ip("8.8.8.8")])
+                        .await
+                }
             };
             let error = result.unwrap_err();
             if expect_timeout {
@@ -575,7 +748,10 @@ async fn no_secret_leaks_on_any_error_path() {
     let captured = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     // The capture works: our own records and reqwest's `log` records are in it.
     assert!(captured.contains("provider refused"), "{captured}");
-    assert!(captured.contains("provider=\"ipgeolocation\""), "{captured}");
+    assert!(
+        captured.contains("provider=\"ipgeolocation\""),
+        "{captured}"
+    );
     assert!(captured.contains("starting new connection"), "{captured}");
     for (key, out) in &outputs {
         assert!(!out.is_empty());

@@ -4,19 +4,33 @@
 //! `max_batch() == 1`; bulk APIs say how many addresses one call may carry, and the
 //! lookup engine batches misses across events up to that size. The offline MMDB
 //! provider also offers a synchronous path, since it never leaves the process.
+//!
+//! The HTTP clients map every documented status and error body of their provider
+//! to one [`ProviderError`] variant, and never put an API key or a request URL into
+//! an error or a log line (see [`http`]).
 
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::time::Duration;
 
 use super::record::IntelRecord;
 
+pub mod cloudflare_radar;
+pub mod http;
+pub mod ipgeolocation;
+pub mod ipinsights;
+pub mod iptrust;
 pub mod mmdb;
+pub mod openipapi;
 
 /// A boxed future, so that providers can live behind `dyn Provider`.
 pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a provider says about one address.
+// `Found` is the common case; boxing it would add an allocation per answer to
+// save bytes only on `NoData`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
     /// The provider knows the address.
@@ -41,9 +55,101 @@ pub trait Provider: Send + Sync {
 }
 
 /// Why a provider could not answer.
+///
+/// Messages taken from a provider's error body are cut to a few hundred characters
+/// and have the API key masked, so every variant is safe to log.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     /// The provider failed in a way that a later retry may fix.
     #[error("provider unavailable: {0}")]
     Unavailable(String),
+    /// The client settings are unusable (bad base URL, TLS setup failed).
+    #[error("invalid provider settings: {reason}")]
+    Config { reason: String },
+    /// More addresses than `max_batch()` were passed; nothing was sent.
+    #[error("batch of {len} addresses exceeds the provider maximum of {max}")]
+    BatchTooLarge { len: usize, max: usize },
+    /// 401: the key is missing, invalid, revoked, or its subscription is not active.
+    #[error("api key rejected: {message}")]
+    Unauthorized { message: String },
+    /// 403: the key may not use this resource.
+    #[error("access forbidden: {message}")]
+    Forbidden { message: String },
+    /// 403 with a plan code: the feature needs a higher plan.
+    #[error("feature needs a higher plan: {message}")]
+    PlanRequired { message: String },
+    /// 429: too many requests in a short window; retry after the pause if given.
+    #[error("rate limited (retry after {retry_after:?})")]
+    RateLimited { retry_after: Option<Duration> },
+    /// The quota of the billing period is used up; retrying soon will not help.
+    #[error("quota exhausted: {message}")]
+    QuotaExceeded {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// 400: the provider (or the client, before sending) refused the input.
+    #[error("invalid input: {message}")]
+    InvalidInput { message: String },
+    /// 404 on a resource that is not an IP lookup (an unknown ASN, a snapshot).
+    #[error("not found: {message}")]
+    NotFound { message: String },
+    /// ipinsights report: the same IP was reported from this key within 15 minutes.
+    #[error("duplicate report: {message}")]
+    Duplicate { message: String },
+    /// 422: the provider understood the request but will not process it
+    /// (ipinsights: private or reserved address).
+    #[error("unprocessable request: {message}")]
+    Unprocessable { message: String },
+    /// A 2xx answer whose envelope says the call failed (Cloudflare `success: false`).
+    #[error("provider reported failure: {message}")]
+    Rejected { message: String },
+    /// 5xx: the provider failed; a later retry may work.
+    #[error("provider server error (status {status}): {message}")]
+    Server { status: u16, message: String },
+    /// A status the provider's documentation does not list for this endpoint.
+    #[error("unexpected status {status}: {message}")]
+    UnexpectedStatus { status: u16, message: String },
+    /// Connect, read or overall timeout (also 499: the provider saw us give up).
+    #[error("request timed out")]
+    Timeout,
+    /// The TCP/TLS connection could not be set up.
+    #[error("connection failed")]
+    Connect {
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Another transport failure (reset mid-body, protocol error). URL stripped.
+    #[error("http transport failed")]
+    Transport {
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The body did not have the documented shape.
+    #[error("undecodable response body: {reason}")]
+    Decode { reason: String },
+}
+
+impl ProviderError {
+    /// True when the same call may succeed later without any change on our side.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable(_)
+                | Self::RateLimited { .. }
+                | Self::Server { .. }
+                | Self::Timeout
+                | Self::Connect { .. }
+                | Self::Transport { .. }
+        )
+    }
+
+    /// The pause the provider asked for, if any (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } | Self::QuotaExceeded { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
 }
