@@ -46,7 +46,7 @@ pub fn kafka() -> String {
         stdout
             .lines()
             .filter_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
-            .last()
+            .next_back()
             .expect("kafka.sh start prints KAFKA_BOOTSTRAP=")
             .to_string()
     })

@@ -1,0 +1,159 @@
+//! The `ipenrich` binary from the outside: the README's run command, `check`,
+//! and bad input through `enrich` (nothing lost, every reason recorded).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+fn lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8(bytes.to_vec())
+        .expect("utf-8 output")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not json ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn readme_run_command_prints_enriched_events_with_asn() {
+    let out = Command::new(bin())
+        .args(["enrich", "--config", "pipelines/demo.yaml"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = lines(&out.stdout);
+    let input = std::fs::read_to_string(root().join("samples/events.log")).unwrap();
+    assert_eq!(events.len(), input.lines().filter(|l| !l.trim().is_empty()).count(), "one output per input");
+    let sshd = &events[0];
+    assert!(sshd["message"].as_str().unwrap().contains("sshd[4121]"), "input order kept");
+    assert_eq!(sshd["enrichment"]["ips"][0]["ip"], "218.92.0.112");
+    assert_eq!(sshd["enrichment"]["ips"][0]["asn"]["number"], 4134);
+    let wazuh = events.iter().find(|e| e.get("rule").is_some()).expect("the wazuh alert");
+    assert_eq!(wazuh["rule"]["level"], 10, "the event's own fields are kept");
+    let ips = wazuh["enrichment"]["ips"].as_array().unwrap();
+    let censys = ips.iter().find(|i| i["ip"] == "162.142.125.11").expect("srcip found");
+    assert_eq!(censys["asn"]["number"], 398324);
+    let agent = ips.iter().find(|i| i["ip"] == "192.168.1.20").expect("agent ip listed");
+    assert_eq!(agent["class"], "private");
+    assert!(agent.get("asn").is_none());
+}
+
+#[test]
+fn enrich_without_config_reads_stdin_and_scans_everything() {
+    let mut child = Command::new(bin())
+        .args(["enrich", "--input", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"a\":{\"b\":[\"x 8.8.8.8\"]}}\nplain 10.1.1.1 and [2001:db8::1]:443\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let events = lines(&out.stdout);
+    assert_eq!(events[0]["enrichment"]["ips"][0]["field"], "a.b");
+    assert_eq!(events[0]["enrichment"]["status"], "skipped", "no provider configured");
+    assert_eq!(events[1]["message"], "plain 10.1.1.1 and [2001:db8::1]:443");
+    let classes: Vec<&str> =
+        events[1]["enrichment"]["ips"].as_array().unwrap().iter().map(|i| i["class"].as_str().unwrap()).collect();
+    assert_eq!(classes, ["private", "documentation"]);
+}
+
+#[test]
+fn every_example_pipeline_passes_check() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root().join("pipelines")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let out = Command::new(bin()).arg("check").arg("--config").arg(&path).current_dir(root()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 5, "pipelines/ holds the example configs");
+}
+
+#[test]
+fn broken_config_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "broken.yaml",
+        "pipelines:\n  - name: x\n    source:\n      stdin: {}\n    extract:\n      scan_all_strings: true\n    sink:\n      stdout: {}\n    limits:\n      max_ips_per_evnt: 3\n",
+    );
+    let out = Command::new(bin()).arg("check").arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:10: key `pipelines[0].limits", path.display())) && err.contains("max_ips_per_evnt"),
+        "{err}"
+    );
+    // `run` refuses it at start-up with the same message.
+    let out = Command::new(bin()).arg("run").arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(":10: key `pipelines[0].limits"));
+}
+
+#[test]
+fn bad_input_lands_in_the_dead_letter_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let many: String = (0..10_000).map(|i| format!("9.{}.{}.{} ", i / 65536, i / 256 % 256, i % 256 + 1)).collect();
+    let mut f = std::fs::File::create(&input).unwrap();
+    f.write_all(b"{\"n\":1,\"ip\":\"8.8.8.8\"}\n").unwrap();
+    f.write_all(b"{\"n\":2, not json\n").unwrap();
+    f.write_all(b"{\"n\":3,\"x\":\"\xc3\x28\"}\n").unwrap();
+    f.write_all(format!("{{\"n\":4,\"pad\":\"{}\"}}\n", "y".repeat(10 * 1024 * 1024)).as_bytes()).unwrap();
+    f.write_all(format!("{{\"n\":5,\"deep\":{}{}}}\n", "[".repeat(100_000), "]".repeat(100_000)).as_bytes()).unwrap();
+    f.write_all(format!("{{\"n\":6,\"msg\":\"{many}\"}}\n").as_bytes()).unwrap();
+    f.write_all(b"\"just a string\"\n").unwrap();
+    f.write_all(b"{\"n\":8,\"ip\":\"1.1.1.1\"}\n").unwrap();
+    drop(f);
+    let (out_path, dlq_path) = (dir.path().join("out.jsonl"), dir.path().join("dlq.jsonl"));
+    let cfg = write_config(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "pipelines:\n  - name: bad\n    source:\n      file:\n        path: {}\n        format: json\n    extract:\n      scan_all_strings: true\n    providers:\n      - mmdb:\n          path: {}\n    sink:\n      file:\n        path: {}\n    dead_letter:\n      file:\n        path: {}\n    limits:\n      max_event_bytes: 1048576\n      max_ips_per_event: 100\n",
+            input.display(),
+            root().join("samples/demo-asn.mmdb").display(),
+            out_path.display(),
+            dlq_path.display()
+        ),
+    );
+    let run = Command::new(bin()).args(["enrich", "--config"]).arg(&cfg).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let out = lines(&std::fs::read(&out_path).unwrap());
+    let dead = lines(&std::fs::read(&dlq_path).unwrap());
+    assert_eq!(out.len() + dead.len(), 8, "in = out + dead letter");
+    let ns: Vec<u64> = out.iter().map(|e| e["n"].as_u64().unwrap()).collect();
+    assert_eq!(ns, [1, 6, 8], "good events in input order");
+    assert_eq!(out[0]["enrichment"]["ips"][0]["asn"]["number"], 15169);
+    assert_eq!(out[1]["enrichment"]["capped"], true, "the cap is reported");
+    assert_eq!(out[1]["enrichment"]["ips"].as_array().unwrap().len(), 100);
+    let kinds: Vec<&str> = dead.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["invalid_json", "invalid_utf8", "too_large", "invalid_json", "not_an_object"]);
+    for d in &dead {
+        assert!(!d["error"].as_str().unwrap().is_empty());
+        assert!(d["source"].as_str().unwrap().contains("in.jsonl:"), "{d}");
+    }
+    assert!(dead[2]["event"].as_str().unwrap().len() > 10 * 1024 * 1024, "the 10 MB event is kept whole");
+    assert!(dead[1].get("event_base64").is_some(), "invalid utf-8 is kept as base64");
+    assert!(dead[3]["error"].as_str().unwrap().contains("recursion limit"));
+}
