@@ -175,7 +175,8 @@ impl Dataset {
         let mut rows = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || (n == 0 && line.starts_with("network")) {
+            let header = rows.is_empty() && line.starts_with("network,");
+            if line.is_empty() || line.starts_with('#') || header {
                 continue;
             }
             let fields = split_csv(line);
@@ -403,6 +404,16 @@ mod tests {
             Dataset::with_csv(&path),
             Err(SimError::Csv { line: 1, .. })
         ));
+    }
+
+    #[test]
+    fn the_demo_csv_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/demo-asn.csv");
+        let d = Dataset::with_csv(&path).unwrap();
+        assert_eq!(d.profile("8.8.8.8".parse().unwrap()).asn.number, 15169);
+        assert!(d.prefixes().len() > Dataset::builtin().prefixes().len());
+        let bytes = super::super::database::mmdb_bytes(&d, "asn").unwrap();
+        assert!(!bytes.is_empty());
     }
 
     proptest::proptest! {
