@@ -772,3 +772,382 @@ async fn silent_server() -> SocketAddr {
     });
     addr
 }
+
+// ------------------------------------------------------- against the simulator
+
+use ipenrich::lookup::providers::ipgeolocation::Include;
+use ipenrich::simulate::{self, RateLimitConfig, SimConfig, SimHandle};
+
+async fn sim(config: SimConfig) -> SimHandle {
+    simulate::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn sim_settings(sim: &SimHandle, provider: &str) -> HttpSettings {
+    settings(&sim.base_url(provider), &format!("sim-{provider}-key"))
+}
+
+fn found(answer: &Answer) -> &ipenrich::lookup::record::IntelRecord {
+    match answer {
+        Answer::Found(record) => record,
+        Answer::NoData => panic!("expected a record, got no data"),
+    }
+}
+
+#[tokio::test]
+async fn sim_ipinsights_contract() {
+    let sim = sim(SimConfig::default()).await;
+    let client = IpInsightsClient::new(&sim_settings(&sim, "ipinsights")).unwrap();
+
+    // The documented example address answers the documented example.
+    let answers = client.lookup(&[ip("8.8.8.8")]).await.unwrap();
+    let record = found(&answers[0]);
+    assert_eq!(record.asn.as_ref().unwrap().number, Some(15169));
+    assert_eq!(
+        record.geo.as_ref().unwrap().city.as_deref(),
+        Some("Mountain View")
+    );
+    assert_eq!(record.threat.as_ref().unwrap().score, Some(10));
+    let rate = client.last_rate_info().unwrap();
+    assert_eq!(rate.limit, Some(600));
+    assert!(rate.remaining.is_some());
+
+    let answers = client
+        .lookup(&[ip("8.8.8.8"), ip("10.0.0.1"), ip("1.1.1.1")])
+        .await
+        .unwrap();
+    assert_eq!(found(&answers[0]).asn.as_ref().unwrap().number, Some(15169));
+    assert_eq!(answers[1], Answer::NoData);
+    assert!(found(&answers[2]).asn.as_ref().unwrap().number.is_some());
+    // 422 on a single private lookup is no data, not an error.
+    assert_eq!(
+        client.lookup(&[ip("10.0.0.1")]).await.unwrap(),
+        vec![Answer::NoData]
+    );
+
+    assert_eq!(
+        client.lookup_asn("AS15169").await.unwrap().total_ips,
+        Some(42)
+    );
+    let cidr = client
+        .lookup_cidr("8.8.8.0/24".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(cidr.total_ips_in_db, Some(5));
+
+    let report = ReportRequest {
+        ip: ip("203.0.113.42"),
+        categories: vec![ReportCategory::SshBruteforce, ReportCategory::PortScan],
+        comment: Some("10 failed SSH logins from this IP in 60s".into()),
+        source: Some(ReportSource::Manual),
+    };
+    assert_eq!(client.report(&report).await.unwrap().report_id, 18429);
+    assert!(matches!(
+        client.report(&report).await,
+        Err(ProviderError::Duplicate { .. })
+    ));
+    let private = ReportRequest {
+        ip: ip("10.0.0.1"),
+        ..report.clone()
+    };
+    assert!(matches!(
+        client.report(&private).await,
+        Err(ProviderError::Unprocessable { .. })
+    ));
+    let accounting = sim.accounting();
+    assert_eq!(accounting.ipinsights.reports.len(), 1);
+    assert_eq!(accounting.ipinsights.endpoint("bulk_lookup"), 1);
+
+    let wrong =
+        IpInsightsClient::new(&settings(&sim.base_url("ipinsights"), "not-the-key")).unwrap();
+    assert!(matches!(
+        wrong.lookup(&[ip("8.8.8.8")]).await,
+        Err(ProviderError::Unauthorized { .. })
+    ));
+
+    // Rate limit: 429 with Retry-After, visible in the error and in the rate info.
+    let mut config = SimConfig::default();
+    config.ipinsights.rate_limit = Some(RateLimitConfig {
+        requests: 1,
+        window_ms: 3_600_000,
+    });
+    sim.set_config(config).unwrap();
+    sim.reset();
+    client.lookup(&[ip("9.9.9.9")]).await.unwrap();
+    let error = client.lookup(&[ip("9.9.9.9")]).await.unwrap_err();
+    let ProviderError::RateLimited {
+        retry_after: Some(wait),
+    } = error
+    else {
+        panic!("{error:?}")
+    };
+    assert!(wait > Duration::ZERO);
+    assert_eq!(client.last_rate_info().unwrap().retry_after, Some(wait));
+    assert_eq!(client.last_rate_info().unwrap().remaining, Some(0));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn sim_openipapi_contract() {
+    let sim = sim(SimConfig::default()).await;
+    let client = OpenIpApiClient::new(&sim_settings(&sim, "openipapi"), Plan::Business).unwrap();
+    assert_eq!(client.max_batch(), 1_000);
+
+    let answers = client.lookup(&[ip("185.220.101.45")]).await.unwrap();
+    let record = found(&answers[0]);
+    assert_eq!(record.asn.as_ref().unwrap().number, Some(205100));
+    assert_eq!(record.threat.as_ref().unwrap().score, Some(85));
+    assert_eq!(record.threat.as_ref().unwrap().is_tor, Some(true));
+
+    let answers = client
+        .lookup(&[ip("185.220.101.45"), ip("8.8.8.8"), ip("10.0.0.1")])
+        .await
+        .unwrap();
+    assert_eq!(
+        found(&answers[0]).asn.as_ref().unwrap().number,
+        Some(205100)
+    );
+    assert!(found(&answers[1]).asn.is_some());
+    assert_eq!(answers[2], Answer::NoData);
+    assert_eq!(
+        client.lookup(&[ip("10.0.0.1")]).await.unwrap(),
+        vec![Answer::NoData]
+    );
+
+    assert_eq!(client.asn(13335).await.unwrap().total_ips, Some(2359296));
+    let fraud = client.fraud(ip("185.220.101.45")).await.unwrap();
+    assert_eq!(
+        (fraud.fraud_score, fraud.recommendation.as_deref()),
+        (Some(92.0), Some("block"))
+    );
+
+    let Download::Modified { bytes, etag } = client
+        .download_database(DatabaseSource::Asn, None)
+        .await
+        .unwrap()
+    else {
+        panic!("first download must carry the file")
+    };
+    assert!(!bytes.is_empty());
+    let etag = etag.expect("the download has an ETag");
+    assert_eq!(
+        client
+            .download_database(DatabaseSource::Asn, Some(&etag))
+            .await
+            .unwrap(),
+        Download::NotModified
+    );
+
+    let wrong = OpenIpApiClient::new(
+        &settings(&sim.base_url("openipapi"), "oip_wrong"),
+        Plan::Business,
+    )
+    .unwrap();
+    assert!(matches!(
+        wrong.lookup(&[ip("8.8.8.8")]).await,
+        Err(ProviderError::Unauthorized { .. })
+    ));
+
+    // Free plan: batch, ASN and fraud need a plan.
+    let mut config = SimConfig::default();
+    config.openipapi.plan = Some("free".into());
+    sim.set_config(config).unwrap();
+    let starter = OpenIpApiClient::new(&sim_settings(&sim, "openipapi"), Plan::Starter).unwrap();
+    assert!(matches!(
+        starter.lookup(&[ip("8.8.8.8"), ip("1.1.1.1")]).await,
+        Err(ProviderError::PlanRequired { .. })
+    ));
+    assert!(matches!(
+        starter.asn(13335).await,
+        Err(ProviderError::PlanRequired { .. })
+    ));
+
+    // Quota and rate limit.
+    let mut config = SimConfig::default();
+    config.openipapi.quota = Some(1);
+    sim.set_config(config).unwrap();
+    sim.reset();
+    client.lookup(&[ip("8.8.8.8")]).await.unwrap();
+    assert!(matches!(
+        client.lookup(&[ip("8.8.8.8")]).await,
+        Err(ProviderError::QuotaExceeded { .. })
+    ));
+    let mut config = SimConfig::default();
+    config.openipapi.rate_limit = Some(RateLimitConfig {
+        requests: 1,
+        window_ms: 60_000,
+    });
+    sim.set_config(config).unwrap();
+    sim.reset();
+    client.lookup(&[ip("8.8.8.8")]).await.unwrap();
+    assert!(matches!(
+        client.lookup(&[ip("8.8.8.8")]).await,
+        Err(ProviderError::RateLimited {
+            retry_after: Some(_)
+        })
+    ));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn sim_iptrust_ipgeolocation_cloudflare_contract() {
+    let mut config = SimConfig::default();
+    config.iptrust.forbidden_keys = vec!["trust-forbidden-key".into()];
+    let sim = sim(config).await;
+
+    let trust = IpTrustClient::new(&sim_settings(&sim, "iptrust")).unwrap();
+    let answers = trust.lookup(&[ip("74.148.39.34")]).await.unwrap();
+    let record = found(&answers[0]);
+    assert_eq!(record.asn.as_ref().unwrap().number, Some(8075));
+    assert_eq!(record.threat.as_ref().unwrap().score, Some(90));
+    assert_eq!(
+        record.geo.as_ref().unwrap().country_code.as_deref(),
+        Some("ES")
+    );
+    assert_eq!(
+        trust.lookup(&[ip("10.0.0.1")]).await.unwrap(),
+        vec![Answer::NoData]
+    );
+    let forbidden =
+        IpTrustClient::new(&settings(&sim.base_url("iptrust"), "trust-forbidden-key")).unwrap();
+    assert!(matches!(
+        forbidden.lookup(&[ip("8.8.8.8")]).await,
+        Err(ProviderError::Forbidden { .. })
+    ));
+    let wrong = IpTrustClient::new(&settings(&sim.base_url("iptrust"), "trust-wrong-key")).unwrap();
+    assert!(matches!(
+        wrong.lookup(&[ip("8.8.8.8")]).await,
+        Err(ProviderError::Unauthorized { .. })
+    ));
+
+    let geo = IpGeolocationClient::new(&sim_settings(&sim, "ipgeolocation")).unwrap();
+    let answers = geo.lookup(&[ip("49.12.0.0")]).await.unwrap();
+    let asn = found(&answers[0]).asn.clone().unwrap();
+    assert_eq!(asn.number, Some(24940));
+    assert_eq!(asn.name.as_deref(), Some("HETZNER-AS"));
+    assert_eq!(asn.kind.as_deref(), Some("hosting"));
+    assert_eq!(geo.credits_charged_total(), 1.0);
+    assert_eq!(
+        geo.lookup(&[ip("10.0.0.1")]).await.unwrap(),
+        vec![Answer::NoData]
+    );
+    assert_eq!(geo.credits_charged_total(), 1.0, "no credit for a 423");
+    let body = geo
+        .lookup_asn("AS24940", &[Include::Peers, Include::Routes])
+        .await
+        .unwrap();
+    let detail = body.asn.unwrap();
+    assert!(!detail.peers.is_empty());
+    assert_eq!(detail.num_of_ipv4_routes.unwrap().value(), Some(84));
+    assert_eq!(sim.accounting().ipgeolocation.credits, 2);
+    let wrong =
+        IpGeolocationClient::new(&settings(&sim.base_url("ipgeolocation"), "geo-wrong-key"))
+            .unwrap();
+    assert!(matches!(
+        wrong.lookup(&[ip("8.8.8.8")]).await,
+        Err(ProviderError::Unauthorized { .. })
+    ));
+
+    let cf = CloudflareRadarClient::new(&sim_settings(&sim, "cloudflare")).unwrap();
+    let answers = cf.lookup(&[ip("17.1.2.3")]).await.unwrap();
+    let asn = found(&answers[0]).asn.clone().unwrap();
+    assert_eq!(asn.number, Some(714));
+    assert_eq!(asn.rir.as_deref(), Some("ripe"));
+    assert_eq!(asn.domain.as_deref(), Some("www.apple.com"));
+    assert_eq!(
+        cf.lookup(&[ip("10.0.0.1")]).await.unwrap(),
+        vec![Answer::NoData]
+    );
+    let wrong =
+        CloudflareRadarClient::new(&settings(&sim.base_url("cloudflare"), "cf-wrong-token"))
+            .unwrap();
+    assert!(matches!(
+        wrong.lookup(&[ip("8.8.8.8")]).await,
+        Err(ProviderError::Unauthorized { .. })
+    ));
+    sim.shutdown().await;
+}
+
+/// Injected faults (5xx, truncated JSON, TCP reset, latency past the client's
+/// timeout) become typed, key-free errors for every client.
+#[tokio::test]
+async fn sim_faults_map_to_typed_errors() {
+    let sim = sim(SimConfig::default()).await;
+    let names = [
+        "ipinsights",
+        "openipapi",
+        "iptrust",
+        "ipgeolocation",
+        "cloudflare",
+    ];
+    let lookup = |name: &'static str, s: HttpSettings| async move {
+        let target = [ip("8.8.8.8")];
+        match name {
+            "ipinsights" => IpInsightsClient::new(&s).unwrap().lookup(&target).await,
+            "openipapi" => {
+                OpenIpApiClient::new(&s, Plan::Business)
+                    .unwrap()
+                    .lookup(&target)
+                    .await
+            }
+            "iptrust" => IpTrustClient::new(&s).unwrap().lookup(&target).await,
+            "ipgeolocation" => IpGeolocationClient::new(&s).unwrap().lookup(&target).await,
+            _ => {
+                CloudflareRadarClient::new(&s)
+                    .unwrap()
+                    .lookup(&target)
+                    .await
+            }
+        }
+    };
+    type Check = fn(&ProviderError) -> bool;
+    let cases: [(&str, Check); 4] = [
+        ("server_error", |e| {
+            matches!(e, ProviderError::Server { status: 503, .. })
+        }),
+        ("malformed", |e| matches!(e, ProviderError::Decode { .. })),
+        ("reset", |e| {
+            matches!(
+                e,
+                ProviderError::Transport { .. } | ProviderError::Connect { .. }
+            )
+        }),
+        ("latency", |e| matches!(e, ProviderError::Timeout)),
+    ];
+    for (fault, check) in cases {
+        let mut config = SimConfig::default();
+        for name in names {
+            let pc = match name {
+                "ipinsights" => &mut config.ipinsights,
+                "openipapi" => &mut config.openipapi,
+                "iptrust" => &mut config.iptrust,
+                "ipgeolocation" => &mut config.ipgeolocation,
+                _ => &mut config.cloudflare,
+            };
+            match fault {
+                "server_error" => {
+                    pc.faults.server_error_rate = 1.0;
+                    pc.faults.server_error_status = Some(503);
+                }
+                "malformed" => pc.faults.malformed_rate = 1.0,
+                "reset" => pc.faults.reset_rate = 1.0,
+                _ => pc.faults.latency_ms = 2_000,
+            }
+        }
+        sim.set_config(config).unwrap();
+        for name in names {
+            let key = format!("sim-{name}-key");
+            let s = settings(&sim.base_url(name), &key).with_timeouts(
+                Duration::from_secs(2),
+                Duration::from_millis(300),
+                Duration::from_millis(500),
+            );
+            let error = lookup(name, s).await.unwrap_err();
+            assert!(check(&error), "{name} {fault}: {error:?}");
+            let text = describe(&error);
+            assert_clean(&format!("{name} {fault}"), &text, &key);
+        }
+    }
+    sim.shutdown().await;
+}
