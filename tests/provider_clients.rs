@@ -1049,6 +1049,33 @@ async fn sim_iptrust_ipgeolocation_cloudflare_contract() {
         Err(ProviderError::Unauthorized { .. })
     ));
 
+    // A 429 with Retry-After is a rate window; the surcharge limit (no Retry-After)
+    // is a spent allowance.
+    let mut config = SimConfig::default();
+    config.ipgeolocation.rate_limit = Some(RateLimitConfig {
+        requests: 1,
+        window_ms: 60_000,
+    });
+    sim.set_config(config).unwrap();
+    sim.reset();
+    geo.lookup(&[ip("8.8.8.8")]).await.unwrap();
+    assert!(matches!(
+        geo.lookup(&[ip("8.8.8.8")]).await,
+        Err(ProviderError::RateLimited {
+            retry_after: Some(_)
+        })
+    ));
+    let mut config = SimConfig::default();
+    config.ipgeolocation.quota = Some(1);
+    sim.set_config(config).unwrap();
+    sim.reset();
+    geo.lookup(&[ip("8.8.8.8")]).await.unwrap();
+    assert!(matches!(
+        geo.lookup(&[ip("8.8.8.8")]).await,
+        Err(ProviderError::QuotaExceeded { .. })
+    ));
+    sim.set_config(SimConfig::default()).unwrap();
+
     let cf = CloudflareRadarClient::new(&sim_settings(&sim, "cloudflare")).unwrap();
     let answers = cf.lookup(&[ip("17.1.2.3")]).await.unwrap();
     let asn = found(&answers[0]).asn.clone().unwrap();

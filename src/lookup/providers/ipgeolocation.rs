@@ -240,10 +240,17 @@ fn status_error(response: &RawResponse, key: &Secret) -> Result<(), ProviderErro
         401 => ProviderError::Unauthorized { message },
         404 => ProviderError::NotFound { message },
         423 => ProviderError::Unprocessable { message },
-        // Documented 429s are usage or surcharge limits of the subscription.
-        429 => ProviderError::QuotaExceeded {
-            message,
-            retry_after: response.retry_after(),
+        // The documented 429s (usage limit, surcharge limit) carry no code: a
+        // `Retry-After` says a pause helps (a rate window), its absence that the
+        // subscription's allowance is spent.
+        429 => match response.retry_after() {
+            Some(retry_after) => ProviderError::RateLimited {
+                retry_after: Some(retry_after),
+            },
+            None => ProviderError::QuotaExceeded {
+                message,
+                retry_after: None,
+            },
         },
         // 405 (we only GET) and 505 are our bugs; 499 is a timeout; 5xx server.
         _ => fallback_status_error(status, message),
@@ -388,11 +395,17 @@ mod tests {
             E::Unprocessable { .. }
         ));
         assert!(matches!(
-            e(
-                429,
-                "You have exceeded the limit of PLAN_USAGE_LIMIT requests"
-            ),
+            e(429, "You have reached the surcharge amount limit"),
             E::QuotaExceeded { .. }
+        ));
+        let mut limited = raw(
+            429,
+            "You have exceeded the limit of PLAN_USAGE_LIMIT requests",
+        );
+        limited.headers.insert("retry-after", "3".parse().unwrap());
+        assert!(matches!(
+            status_error(&limited, &key),
+            Err(E::RateLimited { retry_after: Some(d) }) if d.as_secs() == 3
         ));
         assert!(matches!(
             e(
