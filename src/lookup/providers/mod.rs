@@ -79,7 +79,7 @@ pub enum ProviderError {
     #[error("feature needs a higher plan: {message}")]
     PlanRequired { message: String },
     /// 429: too many requests in a short window; retry after the pause if given.
-    #[error("rate limited (retry after {retry_after:?})")]
+    #[error("rate limited (retry after {})", wait(retry_after))]
     RateLimited { retry_after: Option<Duration> },
     /// The quota of the billing period is used up; retrying soon will not help.
     #[error("quota exhausted: {message}")]
@@ -129,6 +129,14 @@ pub enum ProviderError {
     Decode { reason: String },
 }
 
+/// `Some(30s)` -> `30s`, `None` -> `an unknown pause`, for messages.
+fn wait(retry_after: &Option<Duration>) -> String {
+    match retry_after {
+        Some(d) => format!("{}s", d.as_secs_f64()),
+        None => "an unknown pause".to_owned(),
+    }
+}
+
 impl ProviderError {
     /// True when the same call may succeed later without any change on our side.
     pub fn is_retryable(&self) -> bool {
@@ -144,6 +152,15 @@ impl ProviderError {
     }
 
     /// The pause the provider asked for, if any (`Retry-After`).
+    ///
+    /// ```
+    /// # use ipenrich::lookup::providers::ProviderError;
+    /// # use std::time::Duration;
+    /// let e = ProviderError::RateLimited { retry_after: Some(Duration::from_secs(30)) };
+    /// assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
+    /// assert_eq!(e.to_string(), "rate limited (retry after 30s)");
+    /// assert!(e.is_retryable());
+    /// ```
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after } | Self::QuotaExceeded { retry_after, .. } => {
