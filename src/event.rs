@@ -4,9 +4,12 @@
 //! event's own fields are never reordered or re-rendered. Decoding is where bad
 //! input is recognised; every [`BadEvent`] names its reason for the dead letter.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::config::Format;
@@ -15,7 +18,11 @@ use crate::config::Format;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Position {
     /// A Kafka record.
-    Kafka { topic: Arc<str>, partition: i32, offset: i64 },
+    Kafka {
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+    },
     /// A line of a file or of standard input (1-based).
     Line { source: Arc<str>, line: u64 },
 }
@@ -23,7 +30,11 @@ pub enum Position {
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Position::Kafka { topic, partition, offset } => write!(f, "{topic}/{partition}@{offset}"),
+            Position::Kafka {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic}/{partition}@{offset}"),
             Position::Line { source, line } => write!(f, "{source}:{line}"),
         }
     }
@@ -67,22 +78,74 @@ impl BadEvent {
     }
 }
 
+/// Deepest nesting accepted, as serde_json's own recursion limit.
+pub const MAX_DEPTH: usize = 128;
+
 /// A decoded event.
 #[derive(Debug)]
 pub enum Decoded<'a> {
-    /// A JSON object; `raw` is its text, for splicing.
-    Json { raw: &'a str, object: Map<String, Value> },
+    /// A JSON object, parsed one level deep: nested values stay raw text until a
+    /// configured path needs them, so the hot path allocates one small vector.
+    Json(JsonObject<'a>),
     /// A line of text, enriched as `{"message": line}`.
     Text(&'a str),
+}
+
+/// A JSON object's raw text and its top-level members.
+#[derive(Debug)]
+pub struct JsonObject<'a> {
+    /// The whole object as read, for splicing.
+    pub raw: &'a str,
+    /// Top-level members in document order; values are raw JSON.
+    pub members: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> JsonObject<'a> {
+    /// The raw value of a top-level key.
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.members.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// Parses the whole object (slow path: ECS merging, replacing a field).
+    pub fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_str(self.raw).expect("validated at decode")
+    }
+}
+
+/// One level of a raw JSON value.
+pub enum Node<'a> {
+    Object(Vec<(Cow<'a, str>, &'a RawValue)>),
+    Array(Vec<&'a RawValue>),
+    String(Cow<'a, str>),
+    /// Numbers, booleans, null.
+    Scalar,
+}
+
+/// Opens one level of a raw value that was validated at decode.
+pub fn node(raw: &RawValue) -> Node<'_> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'{') => Node::Object(parse_members(text).unwrap_or_default()),
+        Some(b'[') => Node::Array(serde_json::from_str(text).unwrap_or_default()),
+        Some(b'"') => match serde_json::from_str::<CowStr<'_>>(text) {
+            Ok(s) => Node::String(s.0),
+            Err(_) => Node::Scalar,
+        },
+        _ => Node::Scalar,
+    }
 }
 
 /// Decodes raw bytes according to the source's format.
 pub fn decode(payload: &[u8], format: Format, max_bytes: usize) -> Result<Decoded<'_>, BadEvent> {
     if payload.len() > max_bytes {
-        return Err(BadEvent::TooLarge { size: payload.len(), limit: max_bytes });
+        return Err(BadEvent::TooLarge {
+            size: payload.len(),
+            limit: max_bytes,
+        });
     }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| BadEvent::InvalidUtf8 { at: e.valid_up_to() })?;
+    let text = std::str::from_utf8(payload).map_err(|e| BadEvent::InvalidUtf8 {
+        at: e.valid_up_to(),
+    })?;
     let looks_like_object = text.trim_start().starts_with('{');
     match format {
         Format::Text => Ok(Decoded::Text(text)),
@@ -97,22 +160,119 @@ pub fn decode(payload: &[u8], format: Format, max_bytes: usize) -> Result<Decode
 }
 
 fn parse_object(text: &str) -> Result<Decoded<'_>, BadEvent> {
-    // serde_json stops at a nesting depth of 128, so hostile nesting is an error, not a stack overflow.
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(object)) => Ok(Decoded::Json { raw: text, object }),
-        Ok(other) => Err(BadEvent::NotAnObject(json_kind(&other))),
+    // serde_json skips raw values without a depth limit, so bound nesting first:
+    // hostile nesting is a bad event, and later walks can never overflow the stack.
+    if nesting_exceeds(text.as_bytes(), MAX_DEPTH) {
+        return Err(BadEvent::InvalidJson(format!(
+            "nesting deeper than {MAX_DEPTH} levels (recursion limit)"
+        )));
+    }
+    let trimmed = text.trim_start();
+    if !trimmed.starts_with('{') {
+        return match serde_json::from_str::<&RawValue>(text) {
+            Ok(v) => Err(BadEvent::NotAnObject(json_kind(v.get()))),
+            Err(e) => Err(BadEvent::InvalidJson(e.to_string())),
+        };
+    }
+    match parse_members(text) {
+        Ok(members) => Ok(Decoded::Json(JsonObject { raw: text, members })),
         Err(e) => Err(BadEvent::InvalidJson(e.to_string())),
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+fn json_kind(raw: &str) -> &'static str {
+    match raw.as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
+    }
+}
+
+/// True when brackets nest deeper than `max` outside of strings. One pass, no allocation.
+pub fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() {
+                    match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                        Some(j) if bytes[i + j] == b'\\' => i += j + 2,
+                        Some(j) => {
+                            i += j;
+                            break;
+                        }
+                        None => return false,
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Parses an object's members, borrowing keys unless they hold escapes.
+fn parse_members(text: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, serde_json::Error> {
+    serde_json::from_str::<Members<'_>>(text).map(|m| m.0)
+}
+
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a json object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((k, v)) = map.next_entry::<CowStr<'de>, &'de RawValue>()? {
+                    out.push((k.0, v));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A string that borrows from the input when it has no escapes.
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -122,20 +282,61 @@ mod tests {
 
     #[test]
     fn auto_takes_objects_and_text() {
-        assert!(matches!(decode(br#" {"a":1}"#, Format::Auto, 100), Ok(Decoded::Json { .. })));
-        assert!(matches!(decode(b"sshd[1]: hi", Format::Auto, 100), Ok(Decoded::Text(_))));
-        assert!(matches!(decode(b"{not json", Format::Auto, 100), Ok(Decoded::Text(_))));
+        assert!(matches!(
+            decode(br#" {"a":1}"#, Format::Auto, 100),
+            Ok(Decoded::Json(_))
+        ));
+        assert!(matches!(
+            decode(b"sshd[1]: hi", Format::Auto, 100),
+            Ok(Decoded::Text(_))
+        ));
+        assert!(matches!(
+            decode(b"{not json", Format::Auto, 100),
+            Ok(Decoded::Text(_))
+        ));
     }
 
     #[test]
     fn json_rejects_with_reasons() {
-        assert_eq!(decode(b"[1]", Format::Json, 100).unwrap_err().kind(), "not_an_object");
-        assert_eq!(decode(b"{x", Format::Json, 100).unwrap_err().kind(), "invalid_json");
-        assert_eq!(decode(b"{}\xff", Format::Json, 100).unwrap_err(), BadEvent::InvalidUtf8 { at: 2 });
+        assert_eq!(
+            decode(b"[1]", Format::Json, 100).unwrap_err().kind(),
+            "not_an_object"
+        );
+        assert_eq!(
+            decode(b"{x", Format::Json, 100).unwrap_err().kind(),
+            "invalid_json"
+        );
+        assert_eq!(
+            decode(b"{}\xff", Format::Json, 100).unwrap_err(),
+            BadEvent::InvalidUtf8 { at: 2 }
+        );
         assert_eq!(
             decode(&[b' '; 101], Format::Json, 100).unwrap_err(),
-            BadEvent::TooLarge { size: 101, limit: 100 }
+            BadEvent::TooLarge {
+                size: 101,
+                limit: 100
+            }
         );
+    }
+
+    #[test]
+    fn nesting_ignores_brackets_in_strings() {
+        assert!(!nesting_exceeds(br#"{"a":"[[[[[[\"[[[["}"#, 2));
+        assert!(nesting_exceeds(br#"{"a":[[1]]}"#, 2));
+        assert!(!nesting_exceeds(br#"{"a":[[1]]}"#, 3));
+        assert!(!nesting_exceeds(br#"{"unterminated":"[[[["#, 1));
+    }
+
+    #[test]
+    fn members_borrow_unless_escaped() {
+        let Decoded::Json(o) =
+            decode(br#"{"a":1,"b\u0041":{"c":[2]}}"#, Format::Json, 100).unwrap()
+        else {
+            panic!()
+        };
+        assert!(matches!(o.members[0].0, Cow::Borrowed("a")));
+        assert_eq!(o.members[1].0, "bA");
+        assert_eq!(o.get("bA").unwrap().get(), r#"{"c":[2]}"#);
     }
 
     #[test]

@@ -16,12 +16,23 @@ use ipenrich::metrics::Metrics;
 use ipenrich::pipeline;
 use ipenrich::telemetry::{self, LogFormat};
 
+/// mimalloc: per-thread free lists. glibc's malloc serialises the producer, consumer
+/// and worker threads on its arena locks (seen in perf as futex wake-ups).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Enriches security events with IP intelligence, from Kafka, files or stdin.
 #[derive(Parser)]
 #[command(name = "ipenrich", version, about)]
 struct Cli {
     /// Log line format (logs go to stderr).
-    #[arg(long, global = true, value_enum, default_value = "text", env = "IPENRICH_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "IPENRICH_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -79,7 +90,10 @@ enum MmdbCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ipenrich: cannot start the runtime: {e}");
@@ -99,14 +113,30 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
         Command::Run { config } => run(&config).await,
         Command::Check { config } => check(&config),
-        Command::Enrich { config, pipeline, input, output } => {
-            enrich(config.as_deref(), pipeline.as_deref(), input.as_deref(), output.as_deref()).await
+        Command::Enrich {
+            config,
+            pipeline,
+            input,
+            output,
+        } => {
+            enrich(
+                config.as_deref(),
+                pipeline.as_deref(),
+                input.as_deref(),
+                output.as_deref(),
+            )
+            .await
         }
-        Command::Mmdb { command: MmdbCommand::Build { csv, out } } => {
-            let text = std::fs::read_to_string(&csv).with_context(|| format!("reading {}", csv.display()))?;
+        Command::Mmdb {
+            command: MmdbCommand::Build { csv, out },
+        } => {
+            let text = std::fs::read_to_string(&csv)
+                .with_context(|| format!("reading {}", csv.display()))?;
             let writer = ipenrich::simulate::mmdb_writer::asn_db_from_csv(&text)
                 .with_context(|| format!("building from {}", csv.display()))?;
-            writer.write_to(&out).with_context(|| format!("writing {}", out.display()))?;
+            writer
+                .write_to(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
             eprintln!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -136,7 +166,16 @@ fn check(path: &Path) -> Result<ExitCode> {
             .extract
             .fields
             .iter()
-            .map(|f| format!("{}{}", f.path, f.role.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()))
+            .map(|f| {
+                format!(
+                    "{}{}",
+                    f.path,
+                    f.role
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                )
+            })
             .collect();
         println!(
             "  extract: fields [{}], text [{}], scan_all_strings {}, max {} per event",
@@ -149,7 +188,11 @@ fn check(path: &Path) -> Result<ExitCode> {
             match provider {
                 config::ProviderConfig::Mmdb(m) => {
                     match ipenrich::lookup::providers::mmdb::MmdbProvider::open(&m.path) {
-                        Ok(_) => println!("  provider: mmdb {} (reload every {:?})", m.path.display(), m.reload_interval),
+                        Ok(_) => println!(
+                            "  provider: mmdb {} (reload every {:?})",
+                            m.path.display(),
+                            m.reload_interval
+                        ),
                         Err(e) => {
                             ok = false;
                             println!("  provider: mmdb {}: ERROR {e}", m.path.display());
@@ -161,12 +204,20 @@ fn check(path: &Path) -> Result<ExitCode> {
         println!("  output: {:?} into `{}`", p.output.format, p.output.field);
         println!("  sink: {}", describe_sink(&p.sink));
         match &p.dead_letter {
-            Some(config::DeadLetterConfig::Kafka(d)) => println!("  dead_letter: kafka topic {}", d.topic),
-            Some(config::DeadLetterConfig::File(f)) => println!("  dead_letter: file {}", f.path.display()),
+            Some(config::DeadLetterConfig::Kafka(d)) => {
+                println!("  dead_letter: kafka topic {}", d.topic)
+            }
+            Some(config::DeadLetterConfig::File(f)) => {
+                println!("  dead_letter: file {}", f.path.display())
+            }
             None => println!("  dead_letter: stderr"),
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn describe_source(s: &SourceConfig) -> String {
@@ -185,7 +236,9 @@ fn describe_source(s: &SourceConfig) -> String {
 
 fn describe_sink(s: &SinkConfig) -> String {
     match s {
-        SinkConfig::Kafka(k) => format!("kafka topic {} partitioning {:?}", k.topic, k.partitioning),
+        SinkConfig::Kafka(k) => {
+            format!("kafka topic {} partitioning {:?}", k.topic, k.partitioning)
+        }
         SinkConfig::File(f) => format!("file {}", f.path.display()),
         SinkConfig::Stdout(_) => "stdout".to_string(),
     }
@@ -196,10 +249,11 @@ async fn termination() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -217,7 +271,9 @@ async fn run(path: &Path) -> Result<ExitCode> {
 async fn run_pipelines(config: Config, until_signal: bool) -> Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
-    readiness.expected.store(config.pipelines.len(), Ordering::Relaxed);
+    readiness
+        .expected
+        .store(config.pipelines.len(), Ordering::Relaxed);
     if let Some(http) = &config.http {
         let (addr, _task) = ipenrich::http::serve(http.listen, metrics.clone(), readiness.clone())
             .await
@@ -271,7 +327,11 @@ async fn run_pipelines(config: Config, until_signal: bool) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn enrich(
@@ -299,18 +359,32 @@ async fn enrich(
         p.source = if input == Path::new("-") {
             SourceConfig::Stdin(config::StdinSourceConfig { format })
         } else {
-            SourceConfig::File(config::FileSourceConfig { path: input.into(), format })
+            SourceConfig::File(config::FileSourceConfig {
+                path: input.into(),
+                format,
+            })
         };
     } else if matches!(p.source, SourceConfig::Kafka(_)) {
-        p.source = SourceConfig::Stdin(config::StdinSourceConfig { format: p.source.format() });
+        p.source = SourceConfig::Stdin(config::StdinSourceConfig {
+            format: p.source.format(),
+        });
     }
     if let Some(output) = output {
-        p.sink = SinkConfig::File(config::FileSinkConfig { path: output.into() });
+        p.sink = SinkConfig::File(config::FileSinkConfig {
+            path: output.into(),
+        });
     } else if matches!(p.sink, SinkConfig::Kafka(_)) {
         p.sink = SinkConfig::Stdout(config::StdoutSinkConfig {});
     }
     if matches!(p.dead_letter, Some(config::DeadLetterConfig::Kafka(_))) {
         p.dead_letter = None;
     }
-    run_pipelines(Config { http: None, pipelines: vec![p] }, false).await
+    run_pipelines(
+        Config {
+            http: None,
+            pipelines: vec![p],
+        },
+        false,
+    )
+    .await
 }

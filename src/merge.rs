@@ -57,12 +57,12 @@ pub fn render(event: &Decoded<'_>, enrichment: &Enrichment<'_>, output: &OutputC
     let want_object = output.format != OutputFormat::Ecs;
     let want_ecs = output.format != OutputFormat::Enrichment;
     match event {
-        Decoded::Json { raw, object } if !want_ecs && !object.contains_key(field) => {
-            let raw = raw.trim_end();
+        Decoded::Json(object) if !want_ecs && object.get(field).is_none() => {
+            let raw = object.raw.trim_end();
             let mut out = Vec::with_capacity(raw.len() + 256);
             // A valid object ends with '}'; splice before it.
             out.extend_from_slice(&raw.as_bytes()[..raw.len() - 1]);
-            if !object.is_empty() {
+            if !object.members.is_empty() {
                 out.push(b',');
             }
             write_key(&mut out, field);
@@ -82,7 +82,7 @@ pub fn render(event: &Decoded<'_>, enrichment: &Enrichment<'_>, output: &OutputC
         }
         _ => {
             let mut object = match event {
-                Decoded::Json { object, .. } => object.clone(),
+                Decoded::Json(object) => object.to_map(),
                 Decoded::Text(line) => {
                     let mut m = Map::new();
                     m.insert("message".into(), Value::String((*line).to_string()));
@@ -118,7 +118,11 @@ fn write_enrichment(out: &mut Vec<u8>, e: &Enrichment<'_>) {
     }
     out.push(b']');
     if e.extraction.capped {
-        let _ = write!(out, ",\"capped\":true,\"ip_limit\":{}", e.extraction.found.len());
+        let _ = write!(
+            out,
+            ",\"capped\":true,\"ip_limit\":{}",
+            e.extraction.found.len()
+        );
     }
     out.push(b'}');
 }
@@ -166,12 +170,20 @@ fn write_ecs(object: &mut Map<String, Value>, e: &Enrichment<'_>) {
         else {
             continue;
         };
-        let target = object.entry(role).or_insert_with(|| Value::Object(Map::new()));
-        let Value::Object(target) = target else { continue };
+        let target = object
+            .entry(role)
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Value::Object(target) = target else {
+            continue;
+        };
         if role != "host" {
-            target.entry("ip").or_insert_with(|| Value::String(found.ip.to_string()));
+            target
+                .entry("ip")
+                .or_insert_with(|| Value::String(found.ip.to_string()));
         }
-        let Some(record) = lookup.as_ref().map(|r| &r.record) else { continue };
+        let Some(record) = lookup.as_ref().map(|r| &r.record) else {
+            continue;
+        };
         if let Some(asn) = &record.asn {
             let mut as_obj = Map::new();
             if let Some(n) = asn.number {
@@ -197,7 +209,10 @@ fn write_ecs(object: &mut Map<String, Value>, e: &Enrichment<'_>) {
             put("city_name", geo.city.as_deref());
             put("timezone", geo.timezone.as_deref());
             if let (Some(lat), Some(lon)) = (geo.latitude, geo.longitude) {
-                g.insert("location".into(), serde_json::json!({"lat": lat, "lon": lon}));
+                g.insert(
+                    "location".into(),
+                    serde_json::json!({"lat": lat, "lon": lon}),
+                );
             }
             target.entry("geo").or_insert(Value::Object(g));
         }
@@ -230,20 +245,34 @@ mod tests {
     }
 
     fn found(ip: &str, class: IpClass, role: Option<&str>) -> Found {
-        Found { ip: ip.parse().unwrap(), class, field: Arc::from("data.srcip"), role: role.map(Arc::from) }
+        Found {
+            ip: ip.parse().unwrap(),
+            class,
+            field: Arc::from("data.srcip"),
+            role: role.map(Arc::from),
+        }
     }
 
     fn out(cfg: OutputFormat) -> OutputConfig {
-        OutputConfig { format: cfg, field: "enrichment".into() }
+        OutputConfig {
+            format: cfg,
+            field: "enrichment".into(),
+        }
     }
 
     #[test]
     fn splices_without_touching_the_event() {
         let raw = br#"{ "z": 1, "a" : "8.8.8.8" }  "#;
         let d = decode(raw, Format::Json, 1 << 20).unwrap();
-        let x = Extraction { found: vec![found("8.8.8.8", IpClass::Public, Some("source"))], capped: false };
+        let x = Extraction {
+            found: vec![found("8.8.8.8", IpClass::Public, Some("source"))],
+            capped: false,
+        };
         let lookups = [Some(google())];
-        let e = Enrichment { extraction: &x, lookups: &lookups };
+        let e = Enrichment {
+            extraction: &x,
+            lookups: &lookups,
+        };
         let s = String::from_utf8(render(&d, &e, &out(OutputFormat::Enrichment))).unwrap();
         assert_eq!(
             s,
@@ -253,9 +282,15 @@ mod tests {
 
     #[test]
     fn empty_object_text_and_non_public() {
-        let x = Extraction { found: vec![found("10.0.0.1", IpClass::Private, None)], capped: true };
+        let x = Extraction {
+            found: vec![found("10.0.0.1", IpClass::Private, None)],
+            capped: true,
+        };
         let lookups = [None];
-        let e = Enrichment { extraction: &x, lookups: &lookups };
+        let e = Enrichment {
+            extraction: &x,
+            lookups: &lookups,
+        };
         let d = decode(b"{}", Format::Json, 10).unwrap();
         let s = String::from_utf8(render(&d, &e, &out(OutputFormat::Enrichment))).unwrap();
         assert_eq!(
@@ -264,24 +299,46 @@ mod tests {
         );
         let d = decode(b"say \"hi\" from 10.0.0.1", Format::Text, 100).unwrap();
         let s = String::from_utf8(render(&d, &e, &out(OutputFormat::Enrichment))).unwrap();
-        assert!(s.starts_with(r#"{"message":"say \"hi\" from 10.0.0.1","enrichment":{"status":"skipped""#), "{s}");
+        assert!(
+            s.starts_with(
+                r#"{"message":"say \"hi\" from 10.0.0.1","enrichment":{"status":"skipped""#
+            ),
+            "{s}"
+        );
     }
 
     #[test]
     fn existing_field_is_replaced_in_place() {
         let d = decode(br#"{"a":1,"enrichment":"old","b":2}"#, Format::Json, 100).unwrap();
         let x = Extraction::default();
-        let e = Enrichment { extraction: &x, lookups: &[] };
+        let e = Enrichment {
+            extraction: &x,
+            lookups: &[],
+        };
         let s = String::from_utf8(render(&d, &e, &out(OutputFormat::Enrichment))).unwrap();
-        assert_eq!(s, r#"{"a":1,"enrichment":{"status":"skipped","ips":[]},"b":2}"#);
+        assert_eq!(
+            s,
+            r#"{"a":1,"enrichment":{"status":"skipped","ips":[]},"b":2}"#
+        );
     }
 
     #[test]
     fn ecs_merges_into_existing_objects() {
-        let d = decode(br#"{"source":{"ip":"8.8.8.8","port":22},"x":1}"#, Format::Json, 1000).unwrap();
-        let x = Extraction { found: vec![found("8.8.8.8", IpClass::Public, Some("source"))], capped: false };
+        let d = decode(
+            br#"{"source":{"ip":"8.8.8.8","port":22},"x":1}"#,
+            Format::Json,
+            1000,
+        )
+        .unwrap();
+        let x = Extraction {
+            found: vec![found("8.8.8.8", IpClass::Public, Some("source"))],
+            capped: false,
+        };
         let lookups = [Some(google())];
-        let e = Enrichment { extraction: &x, lookups: &lookups };
+        let e = Enrichment {
+            extraction: &x,
+            lookups: &lookups,
+        };
         let v: Value = serde_json::from_slice(&render(&d, &e, &out(OutputFormat::Ecs))).unwrap();
         assert_eq!(v["source"]["port"], 22);
         assert_eq!(v["source"]["as"]["number"], 15169);
@@ -289,18 +346,36 @@ mod tests {
         assert!(v.get("enrichment").is_none());
         let v: Value = serde_json::from_slice(&render(&d, &e, &out(OutputFormat::Both))).unwrap();
         assert_eq!(v["enrichment"]["ips"][0]["asn"]["number"], 15169);
-        assert_eq!(v.as_object().unwrap().keys().collect::<Vec<_>>(), ["source", "x", "enrichment"]);
+        assert_eq!(
+            v.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["source", "x", "enrichment"]
+        );
     }
 
     #[test]
     fn status_words() {
         let x = Extraction {
-            found: vec![found("8.8.8.8", IpClass::Public, None), found("9.9.9.9", IpClass::Public, None)],
+            found: vec![
+                found("8.8.8.8", IpClass::Public, None),
+                found("9.9.9.9", IpClass::Public, None),
+            ],
             capped: false,
         };
-        let nodata = Resolved { status: Status::NoData, record: IntelRecord::default() };
-        let err = Resolved { status: Status::Error, record: IntelRecord::default() };
-        let st = |l: [Option<Resolved>; 2]| Enrichment { extraction: &x, lookups: &l }.status();
+        let nodata = Resolved {
+            status: Status::NoData,
+            record: IntelRecord::default(),
+        };
+        let err = Resolved {
+            status: Status::Error,
+            record: IntelRecord::default(),
+        };
+        let st = |l: [Option<Resolved>; 2]| {
+            Enrichment {
+                extraction: &x,
+                lookups: &l,
+            }
+            .status()
+        };
         assert_eq!(st([Some(google()), Some(google())]), "ok");
         assert_eq!(st([Some(google()), Some(nodata.clone())]), "partial");
         assert_eq!(st([Some(nodata.clone()), Some(nodata)]), "no_data");

@@ -3,7 +3,11 @@
 //! Labels are bounded: pipeline, provider, class, kind, status. Never an address,
 //! a user, a URL or an event field (unbounded cardinality).
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use crate::extract::IpClass;
+use crate::lookup::Status;
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Metric names, kept in one place for dashboards and alerts.
 pub mod names {
@@ -40,36 +44,42 @@ pub struct PipelineMetrics {
     pub up: IntGauge,
     name: String,
     dead_letters: IntCounterVec,
-    ips_extracted: IntCounterVec,
-    lookups: IntCounterVec,
+    ips_by_class: Vec<IntCounter>,
+    lookups_by_status: Vec<IntCounter>,
 }
 
 impl PipelineMetrics {
     /// Counts a dead letter by kind.
     pub fn dead_letter(&self, kind: &str) {
-        self.dead_letters.with_label_values(&[&self.name, kind]).inc();
+        self.dead_letters
+            .with_label_values(&[&self.name, kind])
+            .inc();
     }
 
     /// Counts an extracted address by class.
-    pub fn ip(&self, class: &str) {
-        self.ips_extracted.with_label_values(&[&self.name, class]).inc();
+    pub fn ip(&self, class: IpClass) {
+        self.ips_by_class[class as usize].inc();
     }
 
     /// Counts a lookup by status.
-    pub fn lookup(&self, status: &str) {
-        self.lookups.with_label_values(&[&self.name, status]).inc();
+    pub fn lookup(&self, status: Status) {
+        self.lookups_by_status[status as usize].inc();
     }
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry.register(Box::new(c.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry.register(Box::new(g.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
@@ -84,13 +94,48 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
         Metrics {
-            events_in: counter(&r, names::EVENTS_IN, "Events read from the source.", &["pipeline"]),
-            events_out: counter(&r, names::EVENTS_OUT, "Enriched events delivered to the sink.", &["pipeline"]),
-            dead_letters: counter(&r, names::DEAD_LETTERS, "Events sent to the dead letter, by reason.", &["pipeline", "kind"]),
-            ips_extracted: counter(&r, names::IPS_EXTRACTED, "Distinct addresses extracted per event, by class.", &["pipeline", "class"]),
-            lookups: counter(&r, names::LOOKUPS, "Address lookups through the provider chain, by status.", &["pipeline", "status"]),
-            capped: counter(&r, names::CAPPED, "Events that held more addresses than max_ips_per_event.", &["pipeline"]),
-            in_flight: gauge(&r, names::IN_FLIGHT, "Events read and not yet delivered.", &["pipeline"]),
+            events_in: counter(
+                &r,
+                names::EVENTS_IN,
+                "Events read from the source.",
+                &["pipeline"],
+            ),
+            events_out: counter(
+                &r,
+                names::EVENTS_OUT,
+                "Enriched events delivered to the sink.",
+                &["pipeline"],
+            ),
+            dead_letters: counter(
+                &r,
+                names::DEAD_LETTERS,
+                "Events sent to the dead letter, by reason.",
+                &["pipeline", "kind"],
+            ),
+            ips_extracted: counter(
+                &r,
+                names::IPS_EXTRACTED,
+                "Distinct addresses extracted per event, by class.",
+                &["pipeline", "class"],
+            ),
+            lookups: counter(
+                &r,
+                names::LOOKUPS,
+                "Address lookups through the provider chain, by status.",
+                &["pipeline", "status"],
+            ),
+            capped: counter(
+                &r,
+                names::CAPPED,
+                "Events that held more addresses than max_ips_per_event.",
+                &["pipeline"],
+            ),
+            in_flight: gauge(
+                &r,
+                names::IN_FLIGHT,
+                "Events read and not yet delivered.",
+                &["pipeline"],
+            ),
             up: gauge(&r, names::UP, "1 while the pipeline runs.", &["pipeline"]),
             registry: r,
         }
@@ -106,8 +151,14 @@ impl Metrics {
             up: self.up.with_label_values(&[name]),
             name: name.to_string(),
             dead_letters: self.dead_letters.clone(),
-            ips_extracted: self.ips_extracted.clone(),
-            lookups: self.lookups.clone(),
+            ips_by_class: IpClass::ALL
+                .iter()
+                .map(|c| self.ips_extracted.with_label_values(&[name, c.as_str()]))
+                .collect(),
+            lookups_by_status: Status::ALL
+                .iter()
+                .map(|s| self.lookups.with_label_values(&[name, s.as_str()]))
+                .collect(),
         }
     }
 
@@ -119,7 +170,9 @@ impl Metrics {
     /// Prometheus text exposition of everything.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
         String::from_utf8(buf).expect("prometheus text is utf-8")
     }
 }

@@ -1,8 +1,8 @@
 //! A pipeline: source -> extract -> lookup -> merge -> sink, wired with bounded queues.
 //!
 //! The reader takes records from the source and spawns their processing (decode,
-//! extract, lookup, render) as tasks, which run in parallel; the handles travel in
-//! read order through a queue bounded by `max_in_flight`, so the writer sends
+//! extract, lookup, render) as tasks, one per batch of records that were ready
+//! together, which run in parallel; the handles travel in read order through a queue bounded by `max_in_flight`, so the writer sends
 //! results in exactly the input order while enrichment finishes in any order, and
 //! a slow lookup pauses reading instead of growing memory. Each send's delivery is
 //! awaited concurrently; when it is acknowledged, the record's offset is
@@ -16,12 +16,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::{join_all, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{DeadLetterConfig, Format, OutputConfig, PipelineConfig, ProviderConfig, SinkConfig, SourceConfig};
+use crate::config::{
+    DeadLetterConfig, Format, OutputConfig, PipelineConfig, ProviderConfig, SinkConfig,
+    SourceConfig,
+};
 use crate::event::{decode, BadEvent, SourceRecord};
 use crate::extract::{Extractor, IpClass};
 use crate::lookup::providers::mmdb::MmdbProvider;
@@ -52,7 +56,11 @@ pub enum PipelineError {
         source: SinkError,
     },
     #[error("pipeline {pipeline}: provider {provider}: {reason}")]
-    Provider { pipeline: String, provider: String, reason: String },
+    Provider {
+        pipeline: String,
+        provider: String,
+        reason: String,
+    },
     #[error("pipeline {pipeline}: processing task failed: {reason}")]
     Task { pipeline: String, reason: String },
 }
@@ -84,11 +92,12 @@ impl Stage {
         for p in &config.providers {
             match p {
                 ProviderConfig::Mmdb(m) => {
-                    let provider = MmdbProvider::open(&m.path).map_err(|e| PipelineError::Provider {
-                        pipeline: config.name.clone(),
-                        provider: "mmdb".into(),
-                        reason: e.to_string(),
-                    })?;
+                    let provider =
+                        MmdbProvider::open(&m.path).map_err(|e| PipelineError::Provider {
+                            pipeline: config.name.clone(),
+                            provider: "mmdb".into(),
+                            reason: e.to_string(),
+                        })?;
                     let provider = Arc::new(provider);
                     if !m.reload_interval.is_zero() {
                         provider.spawn_reloader(m.reload_interval);
@@ -116,16 +125,23 @@ impl Stage {
         }
         let mut lookups = Vec::with_capacity(extraction.found.len());
         for found in &extraction.found {
-            self.metrics.ip(found.class.as_str());
+            self.metrics.ip(found.class);
             if found.class == IpClass::Public && !self.chain.is_empty() {
                 let resolved = self.chain.lookup(found.ip).await;
-                self.metrics.lookup(resolved.status.as_str());
+                self.metrics.lookup(resolved.status);
                 lookups.push(Some(resolved));
             } else {
                 lookups.push(None);
             }
         }
-        Ok(render(&decoded, &Enrichment { extraction: &extraction, lookups: &lookups }, &self.output))
+        Ok(render(
+            &decoded,
+            &Enrichment {
+                extraction: &extraction,
+                lookups: &lookups,
+            },
+            &self.output,
+        ))
     }
 }
 
@@ -136,7 +152,10 @@ fn keep_bytes(max_event_bytes: usize) -> usize {
 
 /// Creates the source of a pipeline.
 pub async fn open_source(config: &PipelineConfig) -> Result<Source, PipelineError> {
-    let err = |source| PipelineError::Source { pipeline: config.name.clone(), source };
+    let err = |source| PipelineError::Source {
+        pipeline: config.name.clone(),
+        source,
+    };
     let keep = keep_bytes(config.limits.max_event_bytes);
     Ok(match &config.source {
         SourceConfig::Kafka(k) => Source::Kafka(KafkaSource::new(&config.name, k).map_err(err)?),
@@ -154,14 +173,28 @@ fn source_brokers(config: &PipelineConfig) -> Option<&str> {
 
 /// Creates the sink and the dead letter of a pipeline.
 pub async fn open_sinks(config: &PipelineConfig) -> Result<(Sink, DeadLetter), PipelineError> {
-    let err = |source| PipelineError::Sink { pipeline: config.name.clone(), source };
+    let err = |source| PipelineError::Sink {
+        pipeline: config.name.clone(),
+        source,
+    };
     let no_brokers = || {
-        err(SinkError::Topic { topic: String::new(), reason: "no brokers configured".into() })
+        err(SinkError::Topic {
+            topic: String::new(),
+            reason: "no brokers configured".into(),
+        })
     };
     let sink = match &config.sink {
         SinkConfig::Kafka(k) => {
-            let brokers = k.brokers.as_deref().or(source_brokers(config)).ok_or_else(no_brokers)?;
-            Sink::Kafka(KafkaSink::new(brokers, &k.topic, k.partitioning, &k.options).await.map_err(err)?)
+            let brokers = k
+                .brokers
+                .as_deref()
+                .or(source_brokers(config))
+                .ok_or_else(no_brokers)?;
+            Sink::Kafka(
+                KafkaSink::new(brokers, &k.topic, k.partitioning, &k.options)
+                    .await
+                    .map_err(err)?,
+            )
         }
         SinkConfig::File(f) => Sink::File(LineSink::open(&f.path).map_err(err)?),
         SinkConfig::Stdout(_) => Sink::File(LineSink::stdout()),
@@ -172,16 +205,29 @@ pub async fn open_sinks(config: &PipelineConfig) -> Result<(Sink, DeadLetter), P
                 SinkConfig::Kafka(k) => k.brokers.as_deref(),
                 _ => None,
             };
-            let brokers = d.brokers.as_deref().or(sink_brokers).or(source_brokers(config)).ok_or_else(no_brokers)?;
+            let brokers = d
+                .brokers
+                .as_deref()
+                .or(sink_brokers)
+                .or(source_brokers(config))
+                .ok_or_else(no_brokers)?;
             let options = match &config.sink {
                 SinkConfig::Kafka(k) => k.options.clone(),
                 _ => Default::default(),
             };
-            let sink = KafkaSink::new(brokers, &d.topic, crate::config::Partitioning::Key, &options)
-                .await
-                .map_err(err)?;
+            let sink = KafkaSink::new(
+                brokers,
+                &d.topic,
+                crate::config::Partitioning::Key,
+                &options,
+            )
+            .await
+            .map_err(err)?;
             // Leave room under Kafka's default 1 MiB message limit for headers and framing.
-            DeadLetter::Kafka { sink, max_message_bytes: 1_000_000 - 16 * 1024 }
+            DeadLetter::Kafka {
+                sink,
+                max_message_bytes: 1_000_000 - 16 * 1024,
+            }
         }
         Some(DeadLetterConfig::File(f)) => DeadLetter::File(LineSink::open(&f.path).map_err(err)?),
         None => DeadLetter::File(LineSink::stderr()),
@@ -190,6 +236,10 @@ pub async fn open_sinks(config: &PipelineConfig) -> Result<(Sink, DeadLetter), P
 }
 
 type Processed = (SourceRecord, Ack, Result<Vec<u8>, BadEvent>);
+
+/// Most records taken into one processing task. Large enough to amortise a task and
+/// a queue hop, small enough that one task stays well under a millisecond.
+const BATCH: usize = 128;
 
 /// Runs a pipeline until its input ends or `shutdown` turns true.
 pub async fn run(
@@ -202,41 +252,70 @@ pub async fn run(
     let (sink, dead_letter) = open_sinks(config).await?;
     let acker = source.acker();
     let name = config.name.clone();
-    let (tx, rx) = mpsc::channel::<JoinHandle<Processed>>(config.limits.max_in_flight);
+    let (tx, rx) =
+        mpsc::channel::<JoinHandle<Vec<Processed>>>((config.limits.max_in_flight / BATCH).max(1));
     metrics.up.set(1);
     info!(pipeline = %name, providers = ?stage.chain.names(), "pipeline started");
 
-    let writer = tokio::spawn(write_loop(name.clone(), rx, sink, dead_letter, acker.clone(), metrics.clone()));
+    let writer = tokio::spawn(write_loop(
+        name.clone(),
+        rx,
+        sink,
+        dead_letter,
+        acker.clone(),
+        metrics.clone(),
+    ));
 
     // Reader: until the input ends, shutdown is asked, or the writer is gone.
+    // Records that are already waiting are taken as one batch and processed by one
+    // task (concurrently within it), which keeps task and queue overhead per batch.
     let mut read_error = None;
     let mut events_in = 0u64;
-    loop {
-        let next = tokio::select! {
+    let mut ended = false;
+    while !ended {
+        let first = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
             next = source.next() => next,
         };
-        let (record, ack) = match next {
-            None => break,
-            Some(Ok(item)) => item,
-            Some(Err(e)) if source.is_kafka() => {
-                // Broker hiccups surface here; librdkafka recovers by itself.
-                warn!(pipeline = %name, error = %e, "consumer error");
-                continue;
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut item = Some(first);
+        while let Some(next) = item.take() {
+            match next {
+                None => ended = true,
+                Some(Ok(record)) => batch.push(record),
+                Some(Err(e)) if source.is_kafka() => {
+                    // Broker hiccups surface here; librdkafka recovers by itself.
+                    warn!(pipeline = %name, error = %e, "consumer error");
+                }
+                Some(Err(e)) => {
+                    read_error = Some(e);
+                    ended = true;
+                }
             }
-            Some(Err(e)) => {
-                read_error = Some(e);
-                break;
+            if !ended && batch.len() < BATCH {
+                item = source.next().now_or_never();
             }
-        };
-        events_in += 1;
-        metrics.events_in.inc();
-        metrics.in_flight.inc();
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        events_in += batch.len() as u64;
+        metrics.events_in.inc_by(batch.len() as u64);
+        metrics.in_flight.add(batch.len() as i64);
         let stage = stage.clone();
         let task = tokio::spawn(async move {
-            let out = stage.process(&record.payload).await;
-            (record, ack, out)
+            let outs = join_all(
+                batch
+                    .iter()
+                    .map(|(record, _)| stage.process(&record.payload)),
+            )
+            .await;
+            batch
+                .into_iter()
+                .zip(outs)
+                .map(|((record, ack), out)| (record, ack, out))
+                .collect()
         });
         if tx.send(task).await.is_err() {
             break; // the writer failed; its error is reported below
@@ -250,10 +329,17 @@ pub async fn run(
             s.events_in = events_in;
             s
         }),
-        Ok(Err(join)) => Err(PipelineError::Task { pipeline: name.clone(), reason: join.to_string() }),
+        Ok(Err(join)) => Err(PipelineError::Task {
+            pipeline: name.clone(),
+            reason: join.to_string(),
+        }),
         Err(_) => {
             warn!(pipeline = %name, timeout = ?config.shutdown_timeout, "drain timed out; undelivered events will be re-read");
-            Ok(Summary { events_in, timed_out: true, ..Summary::default() })
+            Ok(Summary {
+                events_in,
+                timed_out: true,
+                ..Summary::default()
+            })
         }
     };
     if let Acker::Kafka(k) = &acker {
@@ -262,7 +348,10 @@ pub async fn run(
     }
     metrics.up.set(0);
     if let Some(e) = read_error {
-        return Err(PipelineError::Source { pipeline: name, source: e });
+        return Err(PipelineError::Source {
+            pipeline: name,
+            source: e,
+        });
     }
     outcome
 }
@@ -270,13 +359,16 @@ pub async fn run(
 /// Sends processed events in read order and acknowledges them as deliveries complete.
 async fn write_loop(
     name: String,
-    mut rx: mpsc::Receiver<JoinHandle<Processed>>,
+    mut rx: mpsc::Receiver<JoinHandle<Vec<Processed>>>,
     mut sink: Sink,
     mut dead_letter: DeadLetter,
     acker: Acker,
     metrics: PipelineMetrics,
 ) -> Result<Summary, PipelineError> {
-    let sink_err = |source| PipelineError::Sink { pipeline: name.clone(), source };
+    let sink_err = |source| PipelineError::Sink {
+        pipeline: name.clone(),
+        source,
+    };
     let mut summary = Summary::default();
     let mut pending = FuturesUnordered::new();
     loop {
@@ -289,18 +381,20 @@ async fn write_loop(
             }
             task = rx.recv() => {
                 let Some(task) = task else { break };
-                let (record, ack, out) = task.await.map_err(|e| PipelineError::Task { pipeline: name.clone(), reason: e.to_string() })?;
-                let (delivery, dead) = match out {
-                    Ok(bytes) => (sink.send(&record, &bytes).await.map_err(sink_err)?, false),
-                    Err(bad) => {
-                        metrics.dead_letter(bad.kind());
-                        tracing::debug!(pipeline = %name, source = %record.position, reason = %bad, "dead letter");
-                        (dead_letter.send(&name, &record, &bad).await.map_err(sink_err)?, true)
+                let batch = task.await.map_err(|e| PipelineError::Task { pipeline: name.clone(), reason: e.to_string() })?;
+                for (record, ack, out) in batch {
+                    let (delivery, dead) = match out {
+                        Ok(bytes) => (sink.send(&record, &bytes).await.map_err(sink_err)?, false),
+                        Err(bad) => {
+                            metrics.dead_letter(bad.kind());
+                            tracing::debug!(pipeline = %name, source = %record.position, reason = %bad, "dead letter");
+                            (dead_letter.send(&name, &record, &bad).await.map_err(sink_err)?, true)
+                        }
+                    };
+                    match delivery {
+                        Delivery::Done => acked(&acker, &ack, dead, &metrics, &mut summary),
+                        Delivery::Pending(_) => pending.push(async move { (delivery.wait().await, ack, dead) }),
                     }
-                };
-                match delivery {
-                    Delivery::Done => acked(&acker, &ack, dead, &metrics, &mut summary),
-                    Delivery::Pending(_) => pending.push(async move { (delivery.wait().await, ack, dead) }),
                 }
                 if rx.is_empty() {
                     // Idle: make line output visible now rather than at the next buffer fill.
@@ -340,10 +434,19 @@ pub fn default_config(input: Option<&Path>, output: Option<&Path>) -> PipelineCo
     PipelineConfig {
         name: "enrich".into(),
         source: match input {
-            Some(p) if p != Path::new("-") => SourceConfig::File(FileSourceConfig { path: p.into(), format: Format::Auto }),
-            _ => SourceConfig::Stdin(StdinSourceConfig { format: Format::Auto }),
+            Some(p) if p != Path::new("-") => SourceConfig::File(FileSourceConfig {
+                path: p.into(),
+                format: Format::Auto,
+            }),
+            _ => SourceConfig::Stdin(StdinSourceConfig {
+                format: Format::Auto,
+            }),
         },
-        extract: ExtractConfig { fields: vec![], text: vec![], scan_all_strings: true },
+        extract: ExtractConfig {
+            fields: vec![],
+            text: vec![],
+            scan_all_strings: true,
+        },
         providers: vec![],
         output: OutputConfig::default(),
         sink: match output {

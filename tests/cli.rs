@@ -24,20 +24,43 @@ fn readme_run_command_prints_enriched_events_with_asn() {
         .current_dir(root())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let events = lines(&out.stdout);
     let input = std::fs::read_to_string(root().join("samples/events.log")).unwrap();
-    assert_eq!(events.len(), input.lines().filter(|l| !l.trim().is_empty()).count(), "one output per input");
+    assert_eq!(
+        events.len(),
+        input.lines().filter(|l| !l.trim().is_empty()).count(),
+        "one output per input"
+    );
     let sshd = &events[0];
-    assert!(sshd["message"].as_str().unwrap().contains("sshd[4121]"), "input order kept");
+    assert!(
+        sshd["message"].as_str().unwrap().contains("sshd[4121]"),
+        "input order kept"
+    );
     assert_eq!(sshd["enrichment"]["ips"][0]["ip"], "218.92.0.112");
     assert_eq!(sshd["enrichment"]["ips"][0]["asn"]["number"], 4134);
-    let wazuh = events.iter().find(|e| e.get("rule").is_some()).expect("the wazuh alert");
-    assert_eq!(wazuh["rule"]["level"], 10, "the event's own fields are kept");
+    let wazuh = events
+        .iter()
+        .find(|e| e.get("rule").is_some())
+        .expect("the wazuh alert");
+    assert_eq!(
+        wazuh["rule"]["level"], 10,
+        "the event's own fields are kept"
+    );
     let ips = wazuh["enrichment"]["ips"].as_array().unwrap();
-    let censys = ips.iter().find(|i| i["ip"] == "162.142.125.11").expect("srcip found");
+    let censys = ips
+        .iter()
+        .find(|i| i["ip"] == "162.142.125.11")
+        .expect("srcip found");
     assert_eq!(censys["asn"]["number"], 398324);
-    let agent = ips.iter().find(|i| i["ip"] == "192.168.1.20").expect("agent ip listed");
+    let agent = ips
+        .iter()
+        .find(|i| i["ip"] == "192.168.1.20")
+        .expect("agent ip listed");
     assert_eq!(agent["class"], "private");
     assert!(agent.get("asn").is_none());
 }
@@ -61,10 +84,17 @@ fn enrich_without_config_reads_stdin_and_scans_everything() {
     assert!(out.status.success());
     let events = lines(&out.stdout);
     assert_eq!(events[0]["enrichment"]["ips"][0]["field"], "a.b");
-    assert_eq!(events[0]["enrichment"]["status"], "skipped", "no provider configured");
+    assert_eq!(
+        events[0]["enrichment"]["status"], "skipped",
+        "no provider configured"
+    );
     assert_eq!(events[1]["message"], "plain 10.1.1.1 and [2001:db8::1]:443");
-    let classes: Vec<&str> =
-        events[1]["enrichment"]["ips"].as_array().unwrap().iter().map(|i| i["class"].as_str().unwrap()).collect();
+    let classes: Vec<&str> = events[1]["enrichment"]["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["class"].as_str().unwrap())
+        .collect();
     assert_eq!(classes, ["private", "documentation"]);
 }
 
@@ -76,7 +106,13 @@ fn every_example_pipeline_passes_check() {
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
         }
-        let out = Command::new(bin()).arg("check").arg("--config").arg(&path).current_dir(root()).output().unwrap();
+        let out = Command::new(bin())
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .current_dir(root())
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{}: {}{}",
@@ -97,15 +133,26 @@ fn broken_config_names_file_line_and_key() {
         "broken.yaml",
         "pipelines:\n  - name: x\n    source:\n      stdin: {}\n    extract:\n      scan_all_strings: true\n    sink:\n      stdout: {}\n    limits:\n      max_ips_per_evnt: 3\n",
     );
-    let out = Command::new(bin()).arg("check").arg("--config").arg(&path).output().unwrap();
+    let out = Command::new(bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("{}:10: key `pipelines[0].limits", path.display())) && err.contains("max_ips_per_evnt"),
+        err.contains(&format!("{}:10: key `pipelines[0].limits", path.display()))
+            && err.contains("max_ips_per_evnt"),
         "{err}"
     );
     // `run` refuses it at start-up with the same message.
-    let out = Command::new(bin()).arg("run").arg("--config").arg(&path).output().unwrap();
+    let out = Command::new(bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(":10: key `pipelines[0].limits"));
 }
@@ -114,14 +161,26 @@ fn broken_config_names_file_line_and_key() {
 fn bad_input_lands_in_the_dead_letter_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    let many: String = (0..10_000).map(|i| format!("9.{}.{}.{} ", i / 65536, i / 256 % 256, i % 256 + 1)).collect();
+    let many: String = (0..10_000)
+        .map(|i| format!("9.{}.{}.{} ", i / 65536, i / 256 % 256, i % 256 + 1))
+        .collect();
     let mut f = std::fs::File::create(&input).unwrap();
     f.write_all(b"{\"n\":1,\"ip\":\"8.8.8.8\"}\n").unwrap();
     f.write_all(b"{\"n\":2, not json\n").unwrap();
     f.write_all(b"{\"n\":3,\"x\":\"\xc3\x28\"}\n").unwrap();
-    f.write_all(format!("{{\"n\":4,\"pad\":\"{}\"}}\n", "y".repeat(10 * 1024 * 1024)).as_bytes()).unwrap();
-    f.write_all(format!("{{\"n\":5,\"deep\":{}{}}}\n", "[".repeat(100_000), "]".repeat(100_000)).as_bytes()).unwrap();
-    f.write_all(format!("{{\"n\":6,\"msg\":\"{many}\"}}\n").as_bytes()).unwrap();
+    f.write_all(format!("{{\"n\":4,\"pad\":\"{}\"}}\n", "y".repeat(10 * 1024 * 1024)).as_bytes())
+        .unwrap();
+    f.write_all(
+        format!(
+            "{{\"n\":5,\"deep\":{}{}}}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    f.write_all(format!("{{\"n\":6,\"msg\":\"{many}\"}}\n").as_bytes())
+        .unwrap();
     f.write_all(b"\"just a string\"\n").unwrap();
     f.write_all(b"{\"n\":8,\"ip\":\"1.1.1.1\"}\n").unwrap();
     drop(f);
@@ -137,8 +196,16 @@ fn bad_input_lands_in_the_dead_letter_and_nothing_is_lost() {
             dlq_path.display()
         ),
     );
-    let run = Command::new(bin()).args(["enrich", "--config"]).arg(&cfg).output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = Command::new(bin())
+        .args(["enrich", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let out = lines(&std::fs::read(&out_path).unwrap());
     let dead = lines(&std::fs::read(&dlq_path).unwrap());
     assert_eq!(out.len() + dead.len(), 8, "in = out + dead letter");
@@ -148,12 +215,30 @@ fn bad_input_lands_in_the_dead_letter_and_nothing_is_lost() {
     assert_eq!(out[1]["enrichment"]["capped"], true, "the cap is reported");
     assert_eq!(out[1]["enrichment"]["ips"].as_array().unwrap().len(), 100);
     let kinds: Vec<&str> = dead.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["invalid_json", "invalid_utf8", "too_large", "invalid_json", "not_an_object"]);
+    assert_eq!(
+        kinds,
+        [
+            "invalid_json",
+            "invalid_utf8",
+            "too_large",
+            "invalid_json",
+            "not_an_object"
+        ]
+    );
     for d in &dead {
         assert!(!d["error"].as_str().unwrap().is_empty());
         assert!(d["source"].as_str().unwrap().contains("in.jsonl:"), "{d}");
     }
-    assert!(dead[2]["event"].as_str().unwrap().len() > 10 * 1024 * 1024, "the 10 MB event is kept whole");
-    assert!(dead[1].get("event_base64").is_some(), "invalid utf-8 is kept as base64");
-    assert!(dead[3]["error"].as_str().unwrap().contains("recursion limit"));
+    assert!(
+        dead[2]["event"].as_str().unwrap().len() > 10 * 1024 * 1024,
+        "the 10 MB event is kept whole"
+    );
+    assert!(
+        dead[1].get("event_base64").is_some(),
+        "invalid utf-8 is kept as base64"
+    );
+    assert!(dead[3]["error"]
+        .as_str()
+        .unwrap()
+        .contains("recursion limit"));
 }

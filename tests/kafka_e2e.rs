@@ -26,10 +26,18 @@ const IPS: [(&str, Option<u64>); 10] = [
 
 fn event(seq: usize) -> Vec<u8> {
     let (ip, _) = IPS[seq % IPS.len()];
-    format!(r#"{{"seq":{seq},"data":{{"srcip":"{ip}","dstip":"10.0.0.1"}},"msg":"login failed"}}"#).into_bytes()
+    format!(r#"{{"seq":{seq},"data":{{"srcip":"{ip}","dstip":"10.0.0.1"}},"msg":"login failed"}}"#)
+        .into_bytes()
 }
 
-fn config(bootstrap: &str, input: &str, output: &str, dlq: &str, group: &str, extra: &str) -> String {
+fn config(
+    bootstrap: &str,
+    input: &str,
+    output: &str,
+    dlq: &str,
+    group: &str,
+    extra: &str,
+) -> String {
     let mmdb = root().join("samples/demo-asn.mmdb");
     format!(
         r#"
@@ -77,13 +85,26 @@ fn fifty_thousand_events_keep_partition_order_and_get_asn() {
     let (input, output, dlq, group) = (unique("in"), unique("out"), unique("dlq"), unique("g"));
     create_topics(&kafka, &[&input, &output], 4);
     create_topics(&kafka, &[&dlq], 1);
-    produce(&kafka, &input, (0..N).map(|i| ((i % 4) as i32, Some(format!("k{i}").into_bytes()), event(i))));
+    produce(
+        &kafka,
+        &input,
+        (0..N).map(|i| ((i % 4) as i32, Some(format!("k{i}").into_bytes()), event(i))),
+    );
 
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), "p.yaml", &config(&kafka, &input, &output, &dlq, &group, ""));
+    let cfg = write_config(
+        dir.path(),
+        "p.yaml",
+        &config(&kafka, &input, &output, &dlq, &group, ""),
+    );
     let mut proc = Proc::run(&cfg, &dir.path().join("log"));
     let got = consume(&kafka, &output, N, Duration::from_secs(240));
-    assert_eq!(got.len(), N, "output holds every event (log: {})", dir.path().join("log").display());
+    assert_eq!(
+        got.len(),
+        N,
+        "output holds every event (log: {})",
+        dir.path().join("log").display()
+    );
 
     let mut by_partition: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
     let mut seen = HashSet::new();
@@ -91,8 +112,16 @@ fn fifty_thousand_events_keep_partition_order_and_get_asn() {
         let v: Value = serde_json::from_slice(&m.payload).unwrap();
         let seq = v["seq"].as_u64().unwrap() as usize;
         assert!(seen.insert(seq), "seq {seq} twice");
-        assert_eq!(m.key.as_deref(), Some(format!("k{seq}").as_bytes()), "key preserved");
-        assert_eq!(m.headers.get("test-seq").map(Vec::as_slice), Some(seq.to_string().as_bytes()), "headers preserved");
+        assert_eq!(
+            m.key.as_deref(),
+            Some(format!("k{seq}").as_bytes()),
+            "key preserved"
+        );
+        assert_eq!(
+            m.headers.get("test-seq").map(Vec::as_slice),
+            Some(seq.to_string().as_bytes()),
+            "headers preserved"
+        );
         assert_eq!(m.partition as usize, seq % 4, "same partition as the input");
         by_partition.entry(m.partition).or_default().push(seq);
         let (ip, asn) = IPS[seq % IPS.len()];
@@ -101,7 +130,10 @@ fn fifty_thousand_events_keep_partition_order_and_get_asn() {
         assert_eq!(ips[0]["role"], "source");
         assert_eq!(ips[1]["ip"], "10.0.0.1");
         assert_eq!(ips[1]["class"], "private");
-        assert!(ips[1].get("asn").is_none(), "private addresses are not looked up");
+        assert!(
+            ips[1].get("asn").is_none(),
+            "private addresses are not looked up"
+        );
         match asn {
             Some(n) => {
                 assert_eq!(ips[0]["asn"]["number"], n, "{v}");
@@ -114,13 +146,27 @@ fn fifty_thousand_events_keep_partition_order_and_get_asn() {
         }
     }
     for (p, seqs) in &by_partition {
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "partition {p} out of order");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} out of order"
+        );
         assert_eq!(seqs.len(), N / 4);
     }
 
-    assert_eq!(proc.terminate(Duration::from_secs(30)), Some(0), "SIGTERM: drain, commit, exit 0");
-    assert_eq!(committed(&kafka, &group, &input, 4), vec![(N / 4) as i64; 4], "every offset committed after the drain");
-    assert!(consume(&kafka, &dlq, 1, Duration::from_secs(2)).is_empty(), "nothing dead-lettered");
+    assert_eq!(
+        proc.terminate(Duration::from_secs(30)),
+        Some(0),
+        "SIGTERM: drain, commit, exit 0"
+    );
+    assert_eq!(
+        committed(&kafka, &group, &input, 4),
+        vec![(N / 4) as i64; 4],
+        "every offset committed after the drain"
+    );
+    assert!(
+        consume(&kafka, &dlq, 1, Duration::from_secs(2)).is_empty(),
+        "nothing dead-lettered"
+    );
 }
 
 #[test]
@@ -130,10 +176,18 @@ fn sigkill_mid_stream_loses_nothing() {
     let (input, output, dlq, group) = (unique("in"), unique("out"), unique("dlq"), unique("g"));
     create_topics(&kafka, &[&input, &output], 4);
     create_topics(&kafka, &[&dlq], 1);
-    produce(&kafka, &input, (0..N).map(|i| ((i % 4) as i32, None, event(i))));
+    produce(
+        &kafka,
+        &input,
+        (0..N).map(|i| ((i % 4) as i32, None, event(i))),
+    );
 
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), "p.yaml", &config(&kafka, &input, &output, &dlq, &group, ""));
+    let cfg = write_config(
+        dir.path(),
+        "p.yaml",
+        &config(&kafka, &input, &output, &dlq, &group, ""),
+    );
     let mut first = Proc::run(&cfg, &dir.path().join("log1"));
     // Let it get going, then pull the plug without warning.
     let partial = consume(&kafka, &output, N / 5, Duration::from_secs(120));
@@ -153,7 +207,13 @@ fn sigkill_mid_stream_loses_nothing() {
     }
     let lost = (0..N).filter(|s| !seen.contains_key(s)).count();
     let duplicates = got.len() - seen.len();
-    println!("sigkill: {} events in, {} out, {} lost, {} duplicates", N, got.len(), lost, duplicates);
+    println!(
+        "sigkill: {} events in, {} out, {} lost, {} duplicates",
+        N,
+        got.len(),
+        lost,
+        duplicates
+    );
     assert_eq!(lost, 0, "at-least-once: every input event is in the output");
     assert_eq!(second.terminate(Duration::from_secs(30)), Some(0));
 }
@@ -165,27 +225,53 @@ fn bad_events_go_to_the_dead_letter_topic_with_reasons() {
     create_topics(&kafka, &[&input, &output], 2);
     create_topics(&kafka, &[&dlq], 1);
     let deep = format!("{{\"a\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
-    let many_ips: String = (0..10_000).map(|i| format!("8.{}.{}.{} ", i / 65536 % 256, i / 256 % 256, i % 256 + 1)).collect();
+    let many_ips: String = (0..10_000)
+        .map(|i| format!("8.{}.{}.{} ", i / 65536 % 256, i / 256 % 256, i % 256 + 1))
+        .collect();
     let inputs: Vec<(&str, Vec<u8>)> = vec![
         ("ok", event(1)),
         ("invalid_json", b"{\"seq\": 2, oops".to_vec()),
-        ("invalid_utf8", b"{\"seq\": 3, \"x\": \"\xff\xfe\"}".to_vec()),
+        (
+            "invalid_utf8",
+            b"{\"seq\": 3, \"x\": \"\xff\xfe\"}".to_vec(),
+        ),
         ("not_an_object", b"[1,2,3]".to_vec()),
         ("invalid_json", deep.into_bytes()),
-        ("too_large", format!("{{\"seq\":6,\"pad\":\"{}\"}}", "x".repeat(300_000)).into_bytes()),
-        ("capped", format!("{{\"seq\":7,\"msg\":\"{many_ips}\"}}").into_bytes()),
+        (
+            "too_large",
+            format!("{{\"seq\":6,\"pad\":\"{}\"}}", "x".repeat(300_000)).into_bytes(),
+        ),
+        (
+            "capped",
+            format!("{{\"seq\":7,\"msg\":\"{many_ips}\"}}").into_bytes(),
+        ),
         ("ok", event(8)),
     ];
-    produce(&kafka, &input, inputs.iter().enumerate().map(|(i, (_, p))| (0, Some(format!("key{i}").into_bytes()), p.clone())));
+    produce(
+        &kafka,
+        &input,
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| (0, Some(format!("key{i}").into_bytes()), p.clone())),
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let extra = "    limits:\n      max_event_bytes: 262144\n      max_ips_per_event: 50\n";
-    let cfg = write_config(dir.path(), "p.yaml", &config(&kafka, &input, &output, &dlq, &group, extra));
+    let cfg = write_config(
+        dir.path(),
+        "p.yaml",
+        &config(&kafka, &input, &output, &dlq, &group, extra),
+    );
     let mut proc = Proc::run(&cfg, &dir.path().join("log"));
     let out = consume(&kafka, &output, 3, Duration::from_secs(60));
     let dead = consume(&kafka, &dlq, 5, Duration::from_secs(60));
     assert_eq!(proc.terminate(Duration::from_secs(30)), Some(0));
-    assert_eq!(out.len() + dead.len(), inputs.len(), "in = out + dead letter");
+    assert_eq!(
+        out.len() + dead.len(),
+        inputs.len(),
+        "in = out + dead letter"
+    );
     assert_eq!(out.len(), 3);
     assert_eq!(dead.len(), 5);
 
@@ -194,10 +280,18 @@ fn bad_events_go_to_the_dead_letter_topic_with_reasons() {
     assert_eq!(capped["enrichment"]["capped"], true);
     assert_eq!(capped["enrichment"]["ips"].as_array().unwrap().len(), 50);
 
-    let expected_dead: Vec<(usize, &str)> =
-        inputs.iter().enumerate().filter(|(_, (k, _))| !matches!(*k, "ok" | "capped")).map(|(i, (k, _))| (i, *k)).collect();
+    let expected_dead: Vec<(usize, &str)> = inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, (k, _))| !matches!(*k, "ok" | "capped"))
+        .map(|(i, (k, _))| (i, *k))
+        .collect();
     for (m, (i, kind)) in dead.iter().zip(expected_dead) {
-        assert_eq!(m.key.as_deref(), Some(format!("key{i}").as_bytes()), "key kept");
+        assert_eq!(
+            m.key.as_deref(),
+            Some(format!("key{i}").as_bytes()),
+            "key kept"
+        );
         assert_eq!(m.payload, inputs[i].1, "original bytes kept");
         assert_eq!(m.headers["ipenrich.error.kind"], kind.as_bytes());
         let reason = String::from_utf8(m.headers["ipenrich.error"].clone()).unwrap();

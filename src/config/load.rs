@@ -28,7 +28,10 @@ pub enum ConfigError {
     },
     /// The file was read but is not a valid config.
     #[error("{}", Invalid { file, problems })]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
 }
 
 struct Invalid<'a> {
@@ -53,9 +56,13 @@ impl fmt::Display for Invalid<'_> {
 
 /// Reads, expands, parses and validates a config file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    load_str(&text, &path.display().to_string(), |name| std::env::var(name).ok())
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_str(&text, &path.display().to_string(), |name| {
+        std::env::var(name).ok()
+    })
 }
 
 /// Parses config text; `file` names it in errors, `env` resolves `${VAR}`.
@@ -64,7 +71,10 @@ pub fn load_str(
     file: &str,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let invalid = |problems| ConfigError::Invalid { file: file.to_string(), problems };
+    let invalid = |problems| ConfigError::Invalid {
+        file: file.to_string(),
+        problems,
+    };
     let expanded = expand_env(text, &env).map_err(|p| invalid(vec![p]))?;
     let de = serde_yaml_ng::Deserializer::from_str(&expanded);
     let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -80,7 +90,11 @@ pub fn load_str(
     })?;
     let problems: Vec<Problem> = super::validate(&config)
         .into_iter()
-        .map(|(key, message)| Problem { line: locate(&expanded, &key), key, message })
+        .map(|(key, message)| Problem {
+            line: locate(&expanded, &key),
+            key,
+            message,
+        })
         .collect();
     if problems.is_empty() {
         Ok(config)
@@ -112,7 +126,9 @@ fn expand_env(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Strin
                     Some((name, default)) => (name, Some(default)),
                     None => (spec, None),
                 };
-                let value = env(name).filter(|v| !v.is_empty()).or(default.map(str::to_string));
+                let value = env(name)
+                    .filter(|v| !v.is_empty())
+                    .or(default.map(str::to_string));
                 let value = value.ok_or_else(|| Problem {
                     line: Some(n + 1),
                     key: format!("${{{name}}}"),
@@ -161,7 +177,10 @@ fn locate(text: &str, key: &str) -> Option<usize> {
                 break;
             }
             let body = trimmed.trim_start_matches("- ");
-            if body.strip_prefix(name).is_some_and(|r| r.trim_start().starts_with(':')) {
+            if body
+                .strip_prefix(name)
+                .is_some_and(|r| r.trim_start().starts_with(':'))
+            {
                 hit = Some((i, indent + (trimmed.len() - body.len())));
                 break;
             }
@@ -243,9 +262,15 @@ pipelines:
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let text = GOOD.replace("        group_id: g", "        group_id: g\n        brokerz: x");
+        let text = GOOD.replace(
+            "        group_id: g",
+            "        group_id: g\n        brokerz: x",
+        );
         let err = load_str(&text, "p.yaml", no_env).unwrap_err().to_string();
-        assert!(err.starts_with("p.yaml:15: key `pipelines[1].source.kafka"), "{err}");
+        assert!(
+            err.starts_with("p.yaml:15: key `pipelines[1].source.kafka"),
+            "{err}"
+        );
         assert!(err.contains("unknown field `brokerz`"), "{err}");
     }
 
@@ -253,19 +278,30 @@ pipelines:
     fn wrong_type_is_located() {
         let text = "pipelines:\n  - name: a\n    source:\n      stdin: {}\n    extract:\n      scan_all_strings: true\n    sink:\n      stdout: {}\n    limits:\n      max_in_flight: lots\n";
         let err = load_str(text, "l.yaml", no_env).unwrap_err().to_string();
-        assert!(err.starts_with("l.yaml:10: key `pipelines[0].limits.max_in_flight`"), "{err}");
+        assert!(
+            err.starts_with("l.yaml:10: key `pipelines[0].limits.max_in_flight`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_env_var_is_reported() {
-        let err = load_str("pipelines: ${NOPE}\n", "e.yaml", no_env).unwrap_err().to_string();
-        assert_eq!(err, "e.yaml:1: key `${NOPE}`: environment variable NOPE is not set");
+        let err = load_str("pipelines: ${NOPE}\n", "e.yaml", no_env)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "e.yaml:1: key `${NOPE}`: environment variable NOPE is not set"
+        );
     }
 
     #[test]
     fn env_value_is_used() {
         let text = GOOD.replace("topic: in", "topic: out");
-        let cfg = load_str(&text, "x.yaml", |n| (n == "BROKERS").then(|| "k:1".to_string())).unwrap();
+        let cfg = load_str(&text, "x.yaml", |n| {
+            (n == "BROKERS").then(|| "k:1".to_string())
+        })
+        .unwrap();
         match &cfg.pipelines[1].source {
             super::super::SourceConfig::Kafka(k) => assert_eq!(k.brokers, "k:1"),
             other => panic!("{other:?}"),
@@ -276,6 +312,9 @@ pipelines:
     fn locate_walks_lists() {
         assert_eq!(locate(GOOD, "pipelines[1].name"), Some(9));
         assert_eq!(locate(GOOD, "pipelines[0].sink.stdout"), Some(8));
-        assert_eq!(locate(GOOD, "pipelines[1].extract.fields[0].role"), Some(18));
+        assert_eq!(
+            locate(GOOD, "pipelines[1].extract.fields[0].role"),
+            Some(18)
+        );
     }
 }

@@ -20,7 +20,10 @@ pub use types::*;
 pub fn validate(config: &Config) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     if config.pipelines.is_empty() {
-        problems.push(("pipelines".to_string(), "at least one pipeline is required".to_string()));
+        problems.push((
+            "pipelines".to_string(),
+            "at least one pipeline is required".to_string(),
+        ));
     }
     let mut names = std::collections::HashSet::new();
     for (i, p) in config.pipelines.iter().enumerate() {
@@ -29,13 +32,22 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             problems.push((at("name"), format!("duplicate pipeline name {:?}", p.name)));
         }
         if p.name.is_empty()
-            || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !p
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            problems.push((at("name"), "use letters, digits, '-' and '_' only".to_string()));
+            problems.push((
+                at("name"),
+                "use letters, digits, '-' and '_' only".to_string(),
+            ));
         }
         if let SourceConfig::Kafka(k) = &p.source {
             if k.topics.is_empty() {
-                problems.push((at("source.kafka.topics"), "at least one topic is required".into()));
+                problems.push((
+                    at("source.kafka.topics"),
+                    "at least one topic is required".into(),
+                ));
             }
             if k.group_id.is_empty() {
                 problems.push((at("source.kafka.group_id"), "must not be empty".into()));
@@ -51,10 +63,16 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         }
         match (&p.sink, &p.dead_letter) {
             (SinkConfig::Kafka(s), Some(DeadLetterConfig::Kafka(d))) if s.topic == d.topic => {
-                problems.push((at("dead_letter.kafka.topic"), "must differ from the sink topic".into()));
+                problems.push((
+                    at("dead_letter.kafka.topic"),
+                    "must differ from the sink topic".into(),
+                ));
             }
             (SinkConfig::File(s), Some(DeadLetterConfig::File(d))) if s.path == d.path => {
-                problems.push((at("dead_letter.file.path"), "must differ from the sink path".into()));
+                problems.push((
+                    at("dead_letter.file.path"),
+                    "must differ from the sink path".into(),
+                ));
             }
             _ => {}
         }
@@ -64,7 +82,10 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             || matches!(&p.sink, SinkConfig::Kafka(s) if s.brokers.is_some())
             || matches!(&p.dead_letter, Some(DeadLetterConfig::Kafka(d)) if d.brokers.is_some());
         if needs_brokers && !has_brokers {
-            problems.push((at("sink.kafka.brokers"), "brokers are required when the source is not kafka".into()));
+            problems.push((
+                at("sink.kafka.brokers"),
+                "brokers are required when the source is not kafka".into(),
+            ));
         }
         if p.extract.fields.is_empty() && p.extract.text.is_empty() && !p.extract.scan_all_strings {
             problems.push((

@@ -206,7 +206,10 @@ pub struct OutputConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { format: OutputFormat::default(), field: default_output_field() }
+        OutputConfig {
+            format: OutputFormat::default(),
+            field: default_output_field(),
+        }
     }
 }
 

@@ -45,6 +45,22 @@ pub enum IpClass {
 
 impl IpClass {
     /// The lowercase snake_case name written into events.
+    /// Every class, in declaration order (`ALL[c as usize] == c`).
+    pub const ALL: [IpClass; 12] = [
+        IpClass::Public,
+        IpClass::Private,
+        IpClass::Loopback,
+        IpClass::LinkLocal,
+        IpClass::Cgnat,
+        IpClass::Documentation,
+        IpClass::Benchmarking,
+        IpClass::Multicast,
+        IpClass::UniqueLocal,
+        IpClass::Unspecified,
+        IpClass::Broadcast,
+        IpClass::Reserved,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             IpClass::Public => "public",
@@ -137,6 +153,13 @@ fn classify_v6(ip: Ipv6Addr) -> IpClass {
 mod tests {
     use super::*;
     use IpClass::*;
+
+    #[test]
+    fn all_is_indexed_by_discriminant() {
+        for (i, c) in IpClass::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}");
+        }
+    }
 
     const TABLE: &[(&str, IpClass)] = &[
         // IPv4, both edges of each block where cheap.

@@ -6,13 +6,14 @@
 //! address is reported once per event, at its first occurrence, and at most
 //! `max_ips` addresses are kept; hitting the cap is reported, never silent.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use crate::config::ExtractConfig;
-use crate::event::Decoded;
+use crate::event::{node, Decoded, Node};
 
 pub mod class;
 pub mod text;
@@ -63,24 +64,39 @@ impl Extractor {
             dotted: Arc::from(path),
             role: role.map(Arc::from),
         };
-        let mut fields: Vec<FieldSpec> =
-            config.fields.iter().map(|f| spec(&f.path, f.role.as_deref())).collect();
+        let mut fields: Vec<FieldSpec> = config
+            .fields
+            .iter()
+            .map(|f| spec(&f.path, f.role.as_deref()))
+            .collect();
         fields.extend(config.text.iter().map(|p| spec(p, None)));
-        Extractor { fields, scan_all: config.scan_all_strings, max_ips, message: Arc::from("message") }
+        Extractor {
+            fields,
+            scan_all: config.scan_all_strings,
+            max_ips,
+            message: Arc::from("message"),
+        }
     }
 
     /// Finds the addresses of one event.
     pub fn extract(&self, event: &Decoded<'_>) -> Extraction {
-        let mut out = Collector { x: Extraction::default(), max: self.max_ips };
+        let mut out = Collector {
+            x: Extraction::default(),
+            max: self.max_ips,
+        };
         match event {
             Decoded::Text(line) => out.scan(line, &self.message, &None),
-            Decoded::Json { object, .. } => {
+            Decoded::Json(object) => {
                 for f in &self.fields {
-                    walk_path(object, &f.segments, &mut |s| out.scan(s, &f.dotted, &f.role));
+                    if let Some((first, rest)) = f.segments.split_first() {
+                        if let Some(v) = object.get(first) {
+                            walk_value(v, rest, &mut |s| out.scan(s, &f.dotted, &f.role));
+                        }
+                    }
                 }
                 if self.scan_all {
                     let mut path = Vec::new();
-                    scan_object(object, &mut path, &mut out);
+                    scan_members(&object.members, &mut path, &mut out);
                 }
             }
         }
@@ -106,47 +122,65 @@ impl Collector {
             self.x.capped = true;
             return;
         }
-        self.x.found.push(Found { ip, class: classify(ip), field: field(), role: role.clone() });
+        self.x.found.push(Found {
+            ip,
+            class: classify(ip),
+            field: field(),
+            role: role.clone(),
+        });
     }
 }
 
-/// Calls `f` on every string reached by `segments`; arrays along the way are walked.
-fn walk_path<'v>(object: &'v Map<String, Value>, segments: &[String], f: &mut impl FnMut(&'v str)) {
-    let Some((first, rest)) = segments.split_first() else { return };
-    if let Some(v) = object.get(first) {
-        walk_value(v, rest, f);
-    }
-}
-
-fn walk_value<'v>(v: &'v Value, rest: &[String], f: &mut impl FnMut(&'v str)) {
-    match v {
-        Value::Object(o) if !rest.is_empty() => walk_path(o, rest, f),
-        Value::Array(items) => items.iter().for_each(|item| walk_value(item, rest, f)),
-        Value::String(s) if rest.is_empty() => f(s),
+/// Calls `f` on every string reached by `rest`; arrays along the way are walked.
+/// Only the values on the path are opened, one level at a time.
+fn walk_value(v: &RawValue, rest: &[String], f: &mut impl FnMut(&str)) {
+    match node(v) {
+        Node::Object(members) => {
+            if let Some((first, rest)) = rest.split_first() {
+                if let Some((_, v)) = members.iter().find(|(k, _)| k == first) {
+                    walk_value(v, rest, f);
+                }
+            }
+        }
+        Node::Array(items) => items.iter().for_each(|item| walk_value(item, rest, f)),
+        Node::String(s) if rest.is_empty() => f(&s),
         _ => {}
     }
 }
 
 /// Scans every string value; the dotted path is only built when an address is found.
-fn scan_object<'v>(object: &'v Map<String, Value>, path: &mut Vec<&'v str>, out: &mut Collector) {
-    for (k, v) in object {
-        path.push(k);
+/// Depth is bounded by the decoder's nesting check.
+fn scan_members<'v>(
+    members: &[(Cow<'v, str>, &'v RawValue)],
+    path: &mut Vec<Cow<'v, str>>,
+    out: &mut Collector,
+) {
+    for (k, v) in members {
+        path.push(k.clone());
         scan_value(v, path, out);
         path.pop();
     }
 }
 
-fn scan_value<'v>(v: &'v Value, path: &mut Vec<&'v str>, out: &mut Collector) {
-    match v {
-        Value::Object(o) => scan_object(o, path, out),
-        Value::Array(items) => items.iter().for_each(|item| scan_value(item, path, out)),
-        Value::String(s) => {
+fn scan_value<'v>(v: &'v RawValue, path: &mut Vec<Cow<'v, str>>, out: &mut Collector) {
+    match node(v) {
+        Node::Object(members) => scan_members(&members, path, out),
+        Node::Array(items) => items.iter().for_each(|item| scan_value(item, path, out)),
+        Node::String(s) => {
             let mut field: Option<Arc<str>> = None;
-            text::scan(s, |ip| {
-                out.push(ip, || field.get_or_insert_with(|| Arc::from(path.join("."))).clone(), &None)
+            text::scan(&s, |ip| {
+                out.push(
+                    ip,
+                    || {
+                        field
+                            .get_or_insert_with(|| Arc::from(path.join(".")))
+                            .clone()
+                    },
+                    &None,
+                )
             });
         }
-        _ => {}
+        Node::Scalar => {}
     }
 }
 
@@ -156,11 +190,19 @@ mod tests {
     use crate::config::{FieldConfig, Format};
     use crate::event::decode;
 
-    fn extractor(fields: &[(&str, Option<&str>)], text: &[&str], scan_all: bool, max: usize) -> Extractor {
+    fn extractor(
+        fields: &[(&str, Option<&str>)],
+        text: &[&str],
+        scan_all: bool,
+        max: usize,
+    ) -> Extractor {
         let config = ExtractConfig {
             fields: fields
                 .iter()
-                .map(|(p, r)| FieldConfig { path: p.to_string(), role: r.map(str::to_string) })
+                .map(|(p, r)| FieldConfig {
+                    path: p.to_string(),
+                    role: r.map(str::to_string),
+                })
                 .collect(),
             text: text.iter().map(|s| s.to_string()).collect(),
             scan_all_strings: scan_all,
@@ -169,15 +211,26 @@ mod tests {
     }
 
     fn ips(x: &Extraction) -> Vec<String> {
-        x.found.iter().map(|f| format!("{}@{}:{}", f.ip, f.field, f.role.as_deref().unwrap_or("-"))).collect()
+        x.found
+            .iter()
+            .map(|f| format!("{}@{}:{}", f.ip, f.field, f.role.as_deref().unwrap_or("-")))
+            .collect()
     }
 
     #[test]
     fn configured_fields_carry_roles_and_walk_arrays() {
         let ev = br#"{"data":{"srcip":"203.0.114.7","dstip":["8.8.8.8","10.0.0.1:22"]},"full_log":"from 1.1.1.1 port 22"}"#;
         let d = decode(ev, Format::Json, 1 << 20).unwrap();
-        let x = extractor(&[("data.srcip", Some("source")), ("data.dstip", Some("destination"))], &["full_log"], false, 10)
-            .extract(&d);
+        let x = extractor(
+            &[
+                ("data.srcip", Some("source")),
+                ("data.dstip", Some("destination")),
+            ],
+            &["full_log"],
+            false,
+            10,
+        )
+        .extract(&d);
         assert_eq!(
             ips(&x),
             [
@@ -192,7 +245,12 @@ mod tests {
 
     #[test]
     fn duplicates_keep_first_occurrence() {
-        let d = decode(br#"{"a":"8.8.8.8","b":{"c":"x 8.8.8.8 y 9.9.9.9"}}"#, Format::Json, 1 << 20).unwrap();
+        let d = decode(
+            br#"{"a":"8.8.8.8","b":{"c":"x 8.8.8.8 y 9.9.9.9"}}"#,
+            Format::Json,
+            1 << 20,
+        )
+        .unwrap();
         let x = extractor(&[], &[], true, 10).extract(&d);
         assert_eq!(ips(&x), ["8.8.8.8@a:-", "9.9.9.9@b.c:-"]);
     }
@@ -210,7 +268,13 @@ mod tests {
     #[test]
     fn missing_and_non_string_fields_are_ignored() {
         let d = decode(br#"{"a":5,"b":null,"c":{"d":true}}"#, Format::Json, 1 << 20).unwrap();
-        let x = extractor(&[("a", None), ("c.d", None), ("zz.y", None)], &[], false, 10).extract(&d);
+        let x = extractor(
+            &[("a", None), ("c.d", None), ("zz.y", None)],
+            &[],
+            false,
+            10,
+        )
+        .extract(&d);
         assert!(x.found.is_empty());
     }
 }

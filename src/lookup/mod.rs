@@ -28,6 +28,9 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in declaration order (`ALL[s as usize] == s`).
+    pub const ALL: [Status; 3] = [Status::Ok, Status::NoData, Status::Error];
+
     /// The word written into events.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -90,7 +93,10 @@ impl Chain {
         for member in &self.members {
             let answer = match member {
                 Member::Local(p) => Ok(p.lookup_sync(ip)),
-                Member::Remote(p) => p.lookup(std::slice::from_ref(&ip)).await.map(|mut v| v.pop().unwrap_or(Answer::NoData)),
+                Member::Remote(p) => p
+                    .lookup(std::slice::from_ref(&ip))
+                    .await
+                    .map(|mut v| v.pop().unwrap_or(Answer::NoData)),
             };
             match answer {
                 Ok(Answer::Found(record)) => {
@@ -114,7 +120,10 @@ impl Chain {
         } else {
             Status::Error
         };
-        Resolved { status, record: merged }
+        Resolved {
+            status,
+            record: merged,
+        }
     }
 }
 

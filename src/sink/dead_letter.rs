@@ -19,17 +19,28 @@ use crate::event::{BadEvent, SourceRecord};
 
 /// Where bad events go.
 pub enum DeadLetter {
-    Kafka { sink: KafkaSink, max_message_bytes: usize },
+    Kafka {
+        sink: KafkaSink,
+        max_message_bytes: usize,
+    },
     File(LineSink),
 }
 
 impl DeadLetter {
     /// Sends a bad event with its reason.
-    pub async fn send(&mut self, pipeline: &str, record: &SourceRecord, why: &BadEvent) -> Result<Delivery, SinkError> {
+    pub async fn send(
+        &mut self,
+        pipeline: &str,
+        record: &SourceRecord,
+        why: &BadEvent,
+    ) -> Result<Delivery, SinkError> {
         let reason = why.to_string();
         let source = record.position.to_string();
         match self {
-            DeadLetter::Kafka { sink, max_message_bytes } => {
+            DeadLetter::Kafka {
+                sink,
+                max_message_bytes,
+            } => {
                 let cut = record.payload.len() > *max_message_bytes;
                 let payload = &record.payload[..record.payload.len().min(*max_message_bytes)];
                 let full_len = record.payload.len().to_string();
@@ -57,7 +68,10 @@ impl DeadLetter {
                 }
                 for (k, v) in &record.headers {
                     if k == "ipenrich.original_length" {
-                        line["original_length"] = String::from_utf8_lossy(v).parse::<u64>().unwrap_or(0).into();
+                        line["original_length"] = String::from_utf8_lossy(v)
+                            .parse::<u64>()
+                            .unwrap_or(0)
+                            .into();
                     }
                 }
                 let bytes = serde_json::to_vec(&line).expect("json value serialises");

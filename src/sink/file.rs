@@ -22,18 +22,30 @@ impl LineSink {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| SinkError::Io { path: path.display().to_string(), source })?;
-        Ok(LineSink { out: BufWriter::with_capacity(256 * 1024, Box::new(file)), name: path.display().to_string() })
+            .map_err(|source| SinkError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(LineSink {
+            out: BufWriter::with_capacity(256 * 1024, Box::new(file)),
+            name: path.display().to_string(),
+        })
     }
 
     /// Standard output.
     pub fn stdout() -> Self {
-        LineSink { out: BufWriter::with_capacity(256 * 1024, Box::new(std::io::stdout())), name: "stdout".into() }
+        LineSink {
+            out: BufWriter::with_capacity(256 * 1024, Box::new(std::io::stdout())),
+            name: "stdout".into(),
+        }
     }
 
     /// Standard error (the dead letter of local runs without one configured).
     pub fn stderr() -> Self {
-        LineSink { out: BufWriter::with_capacity(64 * 1024, Box::new(std::io::stderr())), name: "stderr".into() }
+        LineSink {
+            out: BufWriter::with_capacity(64 * 1024, Box::new(std::io::stderr())),
+            name: "stderr".into(),
+        }
     }
 
     /// Writes one record and a newline.
@@ -41,11 +53,17 @@ impl LineSink {
         self.out
             .write_all(line)
             .and_then(|()| self.out.write_all(b"\n"))
-            .map_err(|source| SinkError::Io { path: self.name.clone(), source })
+            .map_err(|source| SinkError::Io {
+                path: self.name.clone(),
+                source,
+            })
     }
 
     /// Flushes buffered lines.
     pub fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|source| SinkError::Io { path: self.name.clone(), source })
+        self.out.flush().map_err(|source| SinkError::Io {
+            path: self.name.clone(),
+            source,
+        })
     }
 }

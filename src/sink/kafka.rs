@@ -47,7 +47,11 @@ impl KafkaSink {
         }
         for (k, v) in FORCED {
             if options.get(k).is_some_and(|user| user != v) {
-                warn!(topic, key = k, "option overridden: at-least-once needs {k}={v}");
+                warn!(
+                    topic,
+                    key = k,
+                    "option overridden: at-least-once needs {k}={v}"
+                );
             }
             cc.set(k, v);
         }
@@ -57,7 +61,12 @@ impl KafkaSink {
         } else {
             0
         };
-        Ok(KafkaSink { producer, topic: topic.to_string(), partitioning, partitions })
+        Ok(KafkaSink {
+            producer,
+            topic: topic.to_string(),
+            partitioning,
+            partitions,
+        })
     }
 
     /// Enqueues one message; waits while librdkafka's queue is full.
@@ -67,13 +76,24 @@ impl KafkaSink {
         payload: &[u8],
         extra_headers: &[(&str, &[u8])],
     ) -> Result<Delivery, SinkError> {
-        let mut headers = OwnedHeaders::new_with_capacity(source.headers.len() + extra_headers.len());
-        for (k, v) in &source.headers {
-            headers = headers.insert(Header { key: k, value: Some(v) });
-        }
-        for (k, v) in extra_headers {
-            headers = headers.insert(Header { key: k, value: Some(*v) });
-        }
+        let headers = if source.headers.is_empty() && extra_headers.is_empty() {
+            None
+        } else {
+            let mut h = OwnedHeaders::new_with_capacity(source.headers.len() + extra_headers.len());
+            for (k, v) in &source.headers {
+                h = h.insert(Header {
+                    key: k,
+                    value: Some(v),
+                });
+            }
+            for (k, v) in extra_headers {
+                h = h.insert(Header {
+                    key: k,
+                    value: Some(*v),
+                });
+            }
+            Some(h)
+        };
         let partition = match (&source.position, self.partitioning) {
             (Position::Kafka { partition, .. }, Partitioning::Preserve) if self.partitions > 0 => {
                 Some(partition % self.partitions)
@@ -81,7 +101,10 @@ impl KafkaSink {
             _ => None,
         };
         let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.topic).payload(payload).headers(headers);
+            FutureRecord::to(&self.topic).payload(payload);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
         if let Some(key) = &source.key {
             record = record.key(key.as_slice());
         }
@@ -105,7 +128,10 @@ impl KafkaSink {
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30)))
             .await
-            .map_err(|e| SinkError::Topic { topic: String::new(), reason: e.to_string() })??;
+            .map_err(|e| SinkError::Topic {
+                topic: String::new(),
+                reason: e.to_string(),
+            })??;
         Ok(())
     }
 }
@@ -117,12 +143,19 @@ async fn partition_count(producer: &FutureProducer, topic: &str) -> Result<i32, 
         let p = producer.clone();
         let t = topic.to_string();
         let md = tokio::task::spawn_blocking(move || {
-            p.client().fetch_metadata(Some(&t), Duration::from_secs(5)).map(|md| {
-                md.topics().first().map(|t| (t.partitions().len() as i32, t.error()))
-            })
+            p.client()
+                .fetch_metadata(Some(&t), Duration::from_secs(5))
+                .map(|md| {
+                    md.topics()
+                        .first()
+                        .map(|t| (t.partitions().len() as i32, t.error()))
+                })
         })
         .await
-        .map_err(|e| SinkError::Topic { topic: topic.to_string(), reason: e.to_string() })?;
+        .map_err(|e| SinkError::Topic {
+            topic: topic.to_string(),
+            reason: e.to_string(),
+        })?;
         match md {
             Ok(Some((n, None))) if n > 0 => return Ok(n),
             Ok(other) => last = format!("{other:?}"),
@@ -130,5 +163,8 @@ async fn partition_count(producer: &FutureProducer, topic: &str) -> Result<i32, 
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Err(SinkError::Topic { topic: topic.to_string(), reason: format!("no partitions found ({last})") })
+    Err(SinkError::Topic {
+        topic: topic.to_string(),
+        reason: format!("no partitions found ({last})"),
+    })
 }

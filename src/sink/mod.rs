@@ -56,7 +56,11 @@ pub enum Sink {
 
 impl Sink {
     /// Sends one enriched event, keeping the source record's key and headers.
-    pub async fn send(&mut self, record: &crate::event::SourceRecord, payload: &[u8]) -> Result<Delivery, SinkError> {
+    pub async fn send(
+        &mut self,
+        record: &crate::event::SourceRecord,
+        payload: &[u8],
+    ) -> Result<Delivery, SinkError> {
         match self {
             Sink::Kafka(k) => k.send(record, payload, &[]).await,
             Sink::File(f) => f.write_line(payload).map(|()| Delivery::Done),

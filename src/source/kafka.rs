@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, TopicPartitionList};
@@ -50,7 +52,9 @@ impl ConsumerContext for SourceContext {
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
-            Ok(()) => debug!(pipeline = %self.pipeline, partitions = offsets.count(), "offsets committed"),
+            Ok(()) => {
+                debug!(pipeline = %self.pipeline, partitions = offsets.count(), "offsets committed")
+            }
             Err(e) => warn!(pipeline = %self.pipeline, error = %e, "offset commit failed"),
         }
     }
@@ -66,7 +70,10 @@ pub struct KafkaSource {
 }
 
 /// Librdkafka properties ipenrich sets; user `options` may not weaken delivery.
-const FORCED: [(&str, &str); 2] = [("enable.auto.offset.store", "false"), ("enable.auto.commit", "true")];
+const FORCED: [(&str, &str); 2] = [
+    ("enable.auto.offset.store", "false"),
+    ("enable.auto.commit", "true"),
+];
 
 impl KafkaSource {
     /// Creates the consumer and subscribes.
@@ -84,16 +91,31 @@ impl KafkaSource {
         }
         for (k, v) in FORCED {
             if config.options.get(k).is_some_and(|user| user != v) {
-                warn!(pipeline, key = k, "option overridden: at-least-once needs {k}={v}");
+                warn!(
+                    pipeline,
+                    key = k,
+                    "option overridden: at-least-once needs {k}={v}"
+                );
             }
             cc.set(k, v);
         }
-        let ctx = SourceContext { watermark: watermark.clone(), pipeline: pipeline.to_string() };
+        let ctx = SourceContext {
+            watermark: watermark.clone(),
+            pipeline: pipeline.to_string(),
+        };
         let consumer: Inner = cc.create_with_context(ctx)?;
         let names: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
-        let topics = config.topics.iter().map(|t| (t.clone(), Arc::from(t.as_str()))).collect();
-        Ok(KafkaSource { consumer: Arc::new(consumer), watermark, topics })
+        let topics = config
+            .topics
+            .iter()
+            .map(|t| (t.clone(), Arc::from(t.as_str())))
+            .collect();
+        Ok(KafkaSource {
+            consumer: Arc::new(consumer),
+            watermark,
+            topics,
+        })
     }
 
     /// Waits for the next record.
@@ -107,22 +129,37 @@ impl KafkaSource {
         let offset = msg.offset();
         let headers = msg
             .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
             .unwrap_or_default();
         let record = SourceRecord {
             payload: msg.payload().unwrap_or_default().to_vec(),
             key: msg.key().map(<[u8]>::to_vec),
             headers,
-            position: Position::Kafka { topic: topic.clone(), partition, offset },
+            position: Position::Kafka {
+                topic: topic.clone(),
+                partition,
+                offset,
+            },
         };
         let key: PartitionKey = (topic, partition);
-        let ticket = self.watermark.lock().expect("watermark lock").register(key, offset);
+        let ticket = self
+            .watermark
+            .lock()
+            .expect("watermark lock")
+            .register(key, offset);
         Ok((record, Ack::Kafka(ticket)))
     }
 
     /// A handle for acknowledging deliveries.
     pub fn acker(&self) -> KafkaAcker {
-        KafkaAcker { consumer: self.consumer.clone(), watermark: self.watermark.clone() }
+        KafkaAcker {
+            consumer: self.consumer.clone(),
+            watermark: self.watermark.clone(),
+        }
     }
 }
 
@@ -139,7 +176,10 @@ impl KafkaAcker {
         let advanced = self.watermark.lock().expect("watermark lock").ack(ticket);
         if let Some(offset) = advanced {
             // rd_kafka_offset_store stores offset + 1, the next offset to read.
-            if let Err(e) = self.consumer.store_offset(&ticket.key.0, ticket.key.1, offset) {
+            if let Err(e) = self
+                .consumer
+                .store_offset(&ticket.key.0, ticket.key.1, offset)
+            {
                 // The partition was revoked meanwhile: its new owner re-reads from the last commit.
                 debug!(error = %e, partition = ticket.key.1, "offset not stored");
             }

@@ -18,6 +18,11 @@ pub struct LineSource {
     name: Arc<str>,
     line: u64,
     keep: usize,
+    /// The line being read. Kept here, not on the stack of `next`, so that dropping
+    /// a pending `next()` (the pipeline polls for ready records) loses no bytes.
+    partial: Vec<u8>,
+    partial_len: usize,
+    partial_started: bool,
 }
 
 /// A line read, possibly cut.
@@ -32,24 +37,49 @@ impl LineSource {
     pub async fn file(path: &std::path::Path, keep: usize) -> Result<Self, SourceError> {
         let file = tokio::fs::File::open(path)
             .await
-            .map_err(|source| SourceError::Io { path: path.display().to_string(), source })?;
-        Ok(Self::from_reader(BufReader::with_capacity(256 * 1024, file), &path.display().to_string(), keep))
+            .map_err(|source| SourceError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Self::from_reader(
+            BufReader::with_capacity(256 * 1024, file),
+            &path.display().to_string(),
+            keep,
+        ))
     }
 
     /// Reads standard input.
     pub fn stdin(keep: usize) -> Self {
-        Self::from_reader(BufReader::with_capacity(256 * 1024, tokio::io::stdin()), "stdin", keep)
+        Self::from_reader(
+            BufReader::with_capacity(256 * 1024, tokio::io::stdin()),
+            "stdin",
+            keep,
+        )
     }
 
     /// Reads any buffered reader (tests).
-    pub fn from_reader(reader: impl AsyncBufRead + Send + Unpin + 'static, name: &str, keep: usize) -> Self {
-        LineSource { reader: Box::new(reader), name: Arc::from(name), line: 0, keep }
+    pub fn from_reader(
+        reader: impl AsyncBufRead + Send + Unpin + 'static,
+        name: &str,
+        keep: usize,
+    ) -> Self {
+        LineSource {
+            reader: Box::new(reader),
+            name: Arc::from(name),
+            line: 0,
+            keep,
+            partial: Vec::new(),
+            partial_len: 0,
+            partial_started: false,
+        }
     }
 
     /// The next non-empty line as a record; `Ok(None)` at the end.
     pub async fn next(&mut self) -> Result<Option<(SourceRecord, Ack)>, SourceError> {
         loop {
-            let Some(line) = self.read_line().await? else { return Ok(None) };
+            let Some(line) = self.read_line().await? else {
+                return Ok(None);
+            };
             self.line += 1;
             let mut bytes = line.bytes;
             if bytes.last() == Some(&b'\r') {
@@ -60,47 +90,58 @@ impl LineSource {
             }
             let mut headers = Vec::new();
             if let Some(full) = line.cut_from {
-                headers.push(("ipenrich.original_length".to_string(), full.to_string().into_bytes()));
+                headers.push((
+                    "ipenrich.original_length".to_string(),
+                    full.to_string().into_bytes(),
+                ));
             }
             let record = SourceRecord {
                 payload: bytes,
                 key: None,
                 headers,
-                position: Position::Line { source: self.name.clone(), line: self.line },
+                position: Position::Line {
+                    source: self.name.clone(),
+                    line: self.line,
+                },
             };
             return Ok(Some((record, Ack::None)));
         }
     }
 
+    /// Reads one line; cancel-safe (progress lives in `self`).
     async fn read_line(&mut self) -> Result<Option<Line>, SourceError> {
-        let mut bytes = Vec::new();
-        let mut total = 0usize;
-        let mut seen_any = false;
         loop {
-            let buf = self.reader.fill_buf().await.map_err(|source| SourceError::Io {
-                path: self.name.to_string(),
-                source,
-            })?;
+            let buf = self
+                .reader
+                .fill_buf()
+                .await
+                .map_err(|source| SourceError::Io {
+                    path: self.name.to_string(),
+                    source,
+                })?;
             if buf.is_empty() {
                 break;
             }
-            seen_any = true;
+            self.partial_started = true;
             let (chunk, done) = match memchr::memchr(b'\n', buf) {
                 Some(i) => (&buf[..i], Some(i + 1)),
                 None => (buf, None),
             };
-            let room = self.keep.saturating_sub(bytes.len());
-            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            total += chunk.len();
+            let room = self.keep.saturating_sub(self.partial.len());
+            self.partial
+                .extend_from_slice(&chunk[..chunk.len().min(room)]);
+            self.partial_len += chunk.len();
             let consumed = done.unwrap_or(buf.len());
             self.reader.consume(consumed);
             if done.is_some() {
                 break;
             }
         }
-        if !seen_any {
+        if !std::mem::take(&mut self.partial_started) {
             return Ok(None);
         }
+        let bytes = std::mem::take(&mut self.partial);
+        let total = std::mem::take(&mut self.partial_len);
         let cut_from = (total > bytes.len()).then_some(total);
         Ok(Some(Line { bytes, cut_from }))
     }
@@ -114,7 +155,9 @@ mod tests {
         let mut src = LineSource::from_reader(input, "t", keep);
         let mut out = Vec::new();
         while let Some((rec, _)) = src.next().await.unwrap() {
-            let Position::Line { line, .. } = rec.position else { panic!() };
+            let Position::Line { line, .. } = rec.position else {
+                panic!()
+            };
             out.push((rec.payload, rec.headers.len(), line));
         }
         out
@@ -123,7 +166,14 @@ mod tests {
     #[tokio::test]
     async fn splits_lines_skips_blank_keeps_numbers() {
         let got = all(b"a\r\n\n  \nbb\nlast", 100).await;
-        assert_eq!(got, vec![(b"a".to_vec(), 0, 1), (b"bb".to_vec(), 0, 4), (b"last".to_vec(), 0, 5)]);
+        assert_eq!(
+            got,
+            vec![
+                (b"a".to_vec(), 0, 1),
+                (b"bb".to_vec(), 0, 4),
+                (b"last".to_vec(), 0, 5)
+            ]
+        );
     }
 
     #[tokio::test]

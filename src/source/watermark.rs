@@ -41,11 +41,18 @@ impl Watermark {
         let next_generation = &mut self.next_generation;
         let state = self.partitions.entry(key.clone()).or_insert_with(|| {
             *next_generation += 1;
-            PartitionState { generation: *next_generation, pending: VecDeque::new() }
+            PartitionState {
+                generation: *next_generation,
+                pending: VecDeque::new(),
+            }
         });
         debug_assert!(state.pending.back().is_none_or(|(last, _)| *last < offset));
         state.pending.push_back((offset, false));
-        Ticket { key, offset, generation: state.generation }
+        Ticket {
+            key,
+            offset,
+            generation: state.generation,
+        }
     }
 
     /// Acknowledges a delivered offset. Returns the highest offset whose whole prefix
@@ -55,7 +62,10 @@ impl Watermark {
         if state.generation != ticket.generation {
             return None;
         }
-        let i = state.pending.binary_search_by_key(&ticket.offset, |(o, _)| *o).ok()?;
+        let i = state
+            .pending
+            .binary_search_by_key(&ticket.offset, |(o, _)| *o)
+            .ok()?;
         state.pending[i].1 = true;
         let mut advanced = None;
         while let Some(&(offset, true)) = state.pending.front() {
@@ -89,7 +99,10 @@ mod tests {
     #[test]
     fn advances_only_over_contiguous_prefix() {
         let mut w = Watermark::default();
-        let t: Vec<Ticket> = [5, 6, 9, 10].iter().map(|&o| w.register(key(0), o)).collect();
+        let t: Vec<Ticket> = [5, 6, 9, 10]
+            .iter()
+            .map(|&o| w.register(key(0), o))
+            .collect();
         assert_eq!(w.ack(&t[1]), None);
         assert_eq!(w.ack(&t[3]), None);
         assert_eq!(w.ack(&t[0]), Some(6));
@@ -113,7 +126,11 @@ mod tests {
         let old = w.register(key(0), 7);
         w.revoke(&key(0));
         let new = w.register(key(0), 7);
-        assert_eq!(w.ack(&old), None, "an ack from the old assignment must not commit");
+        assert_eq!(
+            w.ack(&old),
+            None,
+            "an ack from the old assignment must not commit"
+        );
         assert_eq!(w.ack(&new), Some(7));
     }
 

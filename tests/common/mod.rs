@@ -41,7 +41,10 @@ pub fn kafka() -> String {
             .stderr(Stdio::inherit())
             .output()
             .expect("running scripts/kafka.sh start");
-        assert!(out.status.success(), "scripts/kafka.sh start failed; see its output above");
+        assert!(
+            out.status.success(),
+            "scripts/kafka.sh start failed; see its output above"
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         stdout
             .lines()
@@ -55,30 +58,44 @@ pub fn kafka() -> String {
 
 /// A topic name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
 /// Creates topics with `partitions` partitions each and waits until they exist.
 pub fn create_topics(bootstrap: &str, names: &[&str], partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
-    let topics: Vec<NewTopic<'_>> =
-        names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = futures::executor::block_on(admin.create_topics(&topics, &opts)).expect("create topics");
+    let results =
+        futures::executor::block_on(admin.create_topics(&topics, &opts)).expect("create topics");
     for r in results {
         r.expect("topic created");
     }
     // Wait for the metadata to show every partition with a leader.
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     for name in names {
         loop {
             let md = consumer.fetch_metadata(Some(name), Duration::from_secs(5));
             if let Ok(md) = md {
                 let t = &md.topics()[0];
-                if t.error().is_none() && t.partitions().len() == partitions as usize && t.partitions().iter().all(|p| p.leader() >= 0) {
+                if t.error().is_none()
+                    && t.partitions().len() == partitions as usize
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+                {
                     break;
                 }
             }
@@ -97,7 +114,11 @@ pub struct Out<'a> {
 }
 
 /// Produces messages (in order per partition) and waits until all are acknowledged.
-pub fn produce(bootstrap: &str, topic: &str, messages: impl IntoIterator<Item = (i32, Option<Vec<u8>>, Vec<u8>)>) -> usize {
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    messages: impl IntoIterator<Item = (i32, Option<Vec<u8>>, Vec<u8>)>,
+) -> usize {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -109,8 +130,14 @@ pub fn produce(bootstrap: &str, topic: &str, messages: impl IntoIterator<Item = 
     let mut n = 0;
     for (partition, key, payload) in messages {
         let mut headers = OwnedHeaders::new();
-        headers = headers.insert(Header { key: "test-seq", value: Some(n.to_string().as_bytes()) });
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(partition).payload(payload.as_slice()).headers(headers);
+        headers = headers.insert(Header {
+            key: "test-seq",
+            value: Some(n.to_string().as_bytes()),
+        });
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+            .partition(partition)
+            .payload(payload.as_slice())
+            .headers(headers);
         if let Some(k) = key.as_deref() {
             rec = rec.key(k);
         }
@@ -120,7 +147,12 @@ pub fn produce(bootstrap: &str, topic: &str, messages: impl IntoIterator<Item = 
                 Ok(()) => break,
                 Err((e, back)) => {
                     assert!(
-                        matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)),
+                        matches!(
+                            e,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        ),
                         "produce: {e}"
                     );
                     producer.poll(Duration::from_millis(10));
@@ -155,10 +187,13 @@ pub fn consume(bootstrap: &str, topic: &str, count: usize, timeout: Duration) ->
         .set("fetch.message.max.bytes", "10485760")
         .create()
         .expect("consumer");
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
     let mut tpl = TopicPartitionList::new();
     for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).expect("assign");
     let mut got = Vec::with_capacity(count);
@@ -172,7 +207,11 @@ pub fn consume(bootstrap: &str, topic: &str, count: usize, timeout: Duration) ->
                 payload: m.payload().unwrap_or_default().to_vec(),
                 headers: m
                     .headers()
-                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             }),
             Some(Err(e)) => panic!("consume {topic}: {e}"),
@@ -184,13 +223,18 @@ pub fn consume(bootstrap: &str, topic: &str, count: usize, timeout: Duration) ->
 
 /// Committed offsets of a group, per partition.
 pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let c = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
     (0..partitions)
         .map(|p| match c.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,
@@ -202,7 +246,9 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
 /// Writes a config file into `dir` and returns its path.
 pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
-    std::fs::File::create(&path).and_then(|mut f| f.write_all(text.as_bytes())).expect("write config");
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .expect("write config");
     path
 }
 
@@ -226,7 +272,9 @@ impl Proc {
 
     /// Sends SIGTERM (through the `kill` command) and waits up to `bound` for the exit code.
     pub fn terminate(&mut self, bound: Duration) -> Option<i32> {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let deadline = Instant::now() + bound;
         while Instant::now() < deadline {
             if let Some(status) = self.0.try_wait().expect("wait") {

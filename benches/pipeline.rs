@@ -1,0 +1,223 @@
+//! Pipeline throughput against a bare rdkafka passthrough, on the same broker, in the
+//! same run, reported as a ratio (target: ≥ 0.85).
+//!
+//! Both sides move the same N Wazuh-like events from a 4-partition topic to another:
+//! the baseline consumes and produces the bytes unchanged (a StreamConsumer feeding a
+//! FutureProducer, deliveries awaited concurrently); ipenrich runs a real pipeline
+//! (field extraction, free-text scan, MMDB lookup, splice, at-least-once watermark).
+//! The clock starts when the consumer is created and stops when the last delivery is
+//! acknowledged: both sides join a fresh consumer group, and starting at the first
+//! event instead would reward whichever side librdkafka happened to prefetch more for.
+//! Rounds alternate to even out a noisy machine; the best round of each side is compared.
+//!
+//! Needs the test broker: `KAFKA_BOOTSTRAP`, or `scripts/kafka.sh start` is run.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const N: usize = 400_000;
+const ROUNDS: usize = 3;
+const IPS: [&str; 8] = [
+    "8.8.8.8",
+    "185.220.101.45",
+    "218.92.0.112",
+    "162.142.125.11",
+    "88.198.1.1",
+    "2a01:4f8::5",
+    "1.1.1.1",
+    "23.1.2.3",
+];
+
+fn bootstrap() -> String {
+    if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
+        return b;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("bash")
+        .arg(format!("{root}/scripts/kafka.sh"))
+        .arg("start")
+        .output()
+        .expect("kafka.sh");
+    assert!(
+        out.status.success(),
+        "scripts/kafka.sh start failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
+        .next_back()
+        .unwrap()
+        .to_string()
+}
+
+fn event(i: usize) -> String {
+    let ip = IPS[i % IPS.len()];
+    format!(
+        r#"{{"timestamp":"2026-11-23T04:14:02.120+0000","rule":{{"level":10,"description":"sshd: brute force trying to get access to the system.","id":"5712","groups":["syslog","sshd","authentication_failures"]}},"agent":{{"id":"003","name":"web-01","ip":"192.168.1.20"}},"manager":{{"name":"wazuh-manager"}},"id":"{i}","data":{{"srcip":"{ip}","srcport":"41022","dstuser":"root"}},"full_log":"Nov 23 04:14:01 web-01 sshd[912]: Failed password for root from {ip} port 41022 ssh2","location":"/var/log/auth.log"}}"#
+    )
+}
+
+fn topic(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("bench-{prefix}-{nanos}")
+}
+
+async fn create(bootstrap: &str, names: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, 4, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+fn fill(bootstrap: &str, topic: &str) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    for i in 0..N {
+        let payload = event(i);
+        let key = format!("k{i}");
+        p.send(
+            BaseRecord::to(topic)
+                .partition((i % 4) as i32)
+                .key(&key)
+                .payload(&payload),
+        )
+        .unwrap();
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Bare passthrough: consume, produce unchanged, await deliveries. Seconds to the last ack.
+async fn passthrough(bootstrap: &str, input: &str, output: &str) -> f64 {
+    let start = Instant::now();
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", topic("base"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[input]).unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "200000")
+        .create()
+        .unwrap();
+    let mut pending = FuturesUnordered::new();
+    for _ in 0..N {
+        let m = consumer.recv().await.unwrap();
+        let mut rec = FutureRecord::to(output)
+            .payload(m.payload().unwrap())
+            .partition(m.partition());
+        if let Some(k) = m.key() {
+            rec = rec.key(k);
+        }
+        let f = producer.send_result(rec).map_err(|(e, _)| e).unwrap();
+        pending.push(f);
+        while pending.len() > 100_000 {
+            pending.next().await.unwrap().unwrap().unwrap();
+        }
+    }
+    while let Some(d) = pending.next().await {
+        d.unwrap().unwrap();
+    }
+    start.elapsed().as_secs_f64()
+}
+
+/// The real pipeline, in process. Seconds to the last ack.
+async fn ipenrich_run(bootstrap: &str, input: &str, output: &str) -> f64 {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let yaml = format!(
+        "pipelines:\n  - name: bench\n    source:\n      kafka:\n        brokers: \"{bootstrap}\"\n        topics: [{input}]\n        group_id: {}\n    extract:\n      fields:\n        - {{path: data.srcip, role: source}}\n        - {{path: agent.ip, role: host}}\n      text: [full_log]\n    providers:\n      - mmdb: {{path: {root}/samples/demo-asn.mmdb}}\n    sink:\n      kafka: {{topic: {output}}}\n",
+        topic("g")
+    );
+    let config = ipenrich::config::load_str(&yaml, "bench.yaml", |_| None).unwrap();
+    let metrics = Arc::new(ipenrich::metrics::Metrics::new());
+    let m = metrics.pipeline("bench");
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let p = config.pipelines[0].clone();
+    let start = Instant::now();
+    let task = tokio::spawn(async move { ipenrich::pipeline::run(&p, m, rx).await });
+    let watch = metrics.pipeline("bench");
+    while (watch.events_out.get() as usize) < N {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    secs
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` / `cargo test --benches` discovery
+    }
+    let bootstrap = bootstrap();
+    let input = topic("in");
+    create(&bootstrap, &[&input]).await;
+    fill(&bootstrap, &input);
+    let (mut best_base, mut best_ours) = (f64::MAX, f64::MAX);
+    for round in 0..ROUNDS {
+        let (o1, o2) = (topic("base-out"), topic("ipenrich-out"));
+        create(&bootstrap, &[&o1, &o2]).await;
+        // IPENRICH_BENCH_ONLY=ipenrich skips the baseline (for profiling).
+        let only_ours = std::env::var("IPENRICH_BENCH_ONLY").is_ok_and(|v| v == "ipenrich");
+        let base = if only_ours {
+            f64::NAN
+        } else {
+            passthrough(&bootstrap, &input, &o1).await
+        };
+        let ours = ipenrich_run(&bootstrap, &input, &o2).await;
+        println!(
+            "round {round}: passthrough {:>8.0} ev/s, ipenrich {:>8.0} ev/s",
+            N as f64 / base,
+            N as f64 / ours
+        );
+        best_base = best_base.min(base);
+        best_ours = best_ours.min(ours);
+    }
+    let ratio = best_base / best_ours;
+    println!(
+        "pipeline throughput: passthrough {:.0} ev/s, ipenrich {:.0} ev/s, ratio {:.2} (target >= 0.85){}",
+        N as f64 / best_base,
+        N as f64 / best_ours,
+        ratio,
+        if ratio >= 0.85 { "" } else { "  BELOW TARGET" }
+    );
+}
