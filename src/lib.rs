@@ -13,6 +13,7 @@
 //! - [`merge`]: renders lookup answers into the event, splicing into the raw JSON bytes.
 //! - [`sink`]: Kafka producer, files and stdout, and the dead-letter output.
 //! - [`pipeline`]: wires the stages with bounded queues and owns shutdown.
+//! - [`report`]: the side branch: attack signals, fail2ban-style confirmation, reports to ipinsights.
 //! - [`secret`]: API keys from env or mounted files, redacted in `Debug`, logs and errors.
 //! - [`simulate`]: the provider simulator and test fixtures (MMDB writer).
 //! - [`metrics`], [`telemetry`], [`http`]: Prometheus metrics, logging, `/metrics` and health endpoints.
@@ -26,6 +27,7 @@ pub mod lookup;
 pub mod merge;
 pub mod metrics;
 pub mod pipeline;
+pub mod report;
 pub mod secret;
 pub mod simulate;
 pub mod sink;

@@ -1,0 +1,1 @@
+//! Reciprocal attacker reporting (being written).
