@@ -67,11 +67,41 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Serves the five provider APIs on loopback, exactly as documented (no quota spent).
+    Simulate {
+        /// Address to listen on; providers are path prefixes (`/ipinsights`, `/openipapi`, ...).
+        #[arg(long, default_value = "127.0.0.1:8600")]
+        listen: std::net::SocketAddr,
+        /// Simulator settings (keys, plans, rate limits, faults) as YAML.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Prints what the configured providers say about addresses.
+    Lookup {
+        /// Addresses to look up.
+        #[arg(required = true)]
+        ips: Vec<String>,
+        /// Pipeline config whose providers to ask (without it: classification only).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Which pipeline of the config (default: the first).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Output as JSON lines or a table.
+        #[arg(long, value_enum, default_value = "json")]
+        format: LookupFormat,
+    },
     /// Builds an MMDB (ASN + country) from CSV lines `network,asn,organization,country`.
     Mmdb {
         #[command(subcommand)]
         command: MmdbCommand,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LookupFormat {
+    Json,
+    Table,
 }
 
 #[derive(Subcommand)]
@@ -127,6 +157,13 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             )
             .await
         }
+        Command::Simulate { listen, config } => simulate(listen, config.as_deref()).await,
+        Command::Lookup {
+            ips,
+            config,
+            pipeline,
+            format,
+        } => lookup(&ips, config.as_deref(), pipeline.as_deref(), format).await,
         Command::Mmdb {
             command: MmdbCommand::Build { csv, out },
         } => {
@@ -140,6 +177,132 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             eprintln!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+async fn simulate(listen: std::net::SocketAddr, config: Option<&Path>) -> Result<ExitCode> {
+    let config = match config {
+        Some(path) => ipenrich::simulate::SimConfig::from_yaml_file(path)?,
+        None => ipenrich::simulate::SimConfig::default(),
+    };
+    let handle = ipenrich::simulate::start(config, listen).await?;
+    for p in [
+        "ipinsights",
+        "openipapi",
+        "iptrust",
+        "ipgeolocation",
+        "cloudflare",
+    ] {
+        println!("{p:<14} {}", handle.base_url(p));
+    }
+    println!(
+        "{:<14} http://{}/_sim/accounting",
+        "accounting",
+        handle.addr()
+    );
+    termination().await;
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn lookup(
+    ips: &[String],
+    config: Option<&Path>,
+    name: Option<&str>,
+    format: LookupFormat,
+) -> Result<ExitCode> {
+    let chain = match config {
+        None => ipenrich::lookup::Chain::default(),
+        Some(path) => {
+            let p = select_pipeline(path, name)?;
+            ipenrich::lookup::build::chain(&p.providers).map_err(|errors| {
+                let lines: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("{}: pipeline {}: {e}", path.display(), p.name))
+                    .collect();
+                anyhow::anyhow!(lines.join("\n"))
+            })?
+        }
+    };
+    let mut failed = false;
+    if matches!(format, LookupFormat::Table) {
+        println!(
+            "{:<40} {:<14} {:<8} {:>8}  {:<32} {:<3} {:>6}",
+            "ip", "class", "status", "asn", "org", "cc", "threat"
+        );
+    }
+    for text in ips {
+        let Ok(ip) = text.parse::<std::net::IpAddr>() else {
+            eprintln!("ipenrich: {text:?} is not an IP address");
+            failed = true;
+            continue;
+        };
+        let ip = ip.to_canonical();
+        let class = ipenrich::extract::classify(ip);
+        let resolved = if class.is_public() && !chain.is_empty() {
+            Some(chain.lookup(ip).await)
+        } else {
+            None
+        };
+        match format {
+            LookupFormat::Json => {
+                let mut line = serde_json::json!({"ip": ip.to_string(), "class": class.as_str()});
+                if let Some(r) = &resolved {
+                    line["status"] = r.status.as_str().into();
+                    line["providers"] = chain.names().into();
+                    if let Some(a) = &r.record.asn {
+                        line["asn"] = serde_json::to_value(a)?;
+                    }
+                    if let Some(g) = &r.record.geo {
+                        line["geo"] = serde_json::to_value(g)?;
+                    }
+                    if let Some(t) = &r.record.threat {
+                        line["threat"] = serde_json::to_value(t)?;
+                    }
+                }
+                println!("{line}");
+            }
+            LookupFormat::Table => {
+                let asn = resolved.as_ref().and_then(|r| r.record.asn.as_ref());
+                let threat = resolved
+                    .as_ref()
+                    .and_then(|r| r.record.threat.as_ref())
+                    .and_then(|t| t.score);
+                println!(
+                    "{:<40} {:<14} {:<8} {:>8}  {:<32} {:<3} {:>6}",
+                    ip.to_string(),
+                    class.as_str(),
+                    resolved.as_ref().map_or("-", |r| r.status.as_str()),
+                    asn.and_then(|a| a.number)
+                        .map_or("-".to_string(), |n| format!("AS{n}")),
+                    asn.and_then(|a| a.org.as_deref().or(a.name.as_deref()))
+                        .unwrap_or("-")
+                        .chars()
+                        .take(32)
+                        .collect::<String>(),
+                    asn.and_then(|a| a.country.as_deref()).unwrap_or("-"),
+                    threat.map_or("-".to_string(), |s| s.to_string()),
+                );
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The named pipeline of a config file, or its first.
+fn select_pipeline(path: &Path, name: Option<&str>) -> Result<PipelineConfig> {
+    let cfg = load(path)?;
+    let mut pipelines = cfg.pipelines.into_iter();
+    match name {
+        None => pipelines.next().context("the config has no pipeline"),
+        Some(n) => match pipelines.find(|p| p.name == n) {
+            Some(p) => Ok(p),
+            None => bail!("{}: no pipeline named {n:?}", path.display()),
+        },
     }
 }
 
@@ -184,20 +347,13 @@ fn check(path: &Path) -> Result<ExitCode> {
             p.extract.scan_all_strings,
             p.limits.max_ips_per_event
         );
-        for provider in &p.providers {
-            match provider {
-                config::ProviderConfig::Mmdb(m) => {
-                    match ipenrich::lookup::providers::mmdb::MmdbProvider::open(&m.path) {
-                        Ok(_) => println!(
-                            "  provider: mmdb {} (reload every {:?})",
-                            m.path.display(),
-                            m.reload_interval
-                        ),
-                        Err(e) => {
-                            ok = false;
-                            println!("  provider: mmdb {}: ERROR {e}", m.path.display());
-                        }
-                    }
+        for (i, provider) in p.providers.iter().enumerate() {
+            match ipenrich::lookup::build::member(i, provider) {
+                Ok(_) => println!("  provider: {}", describe_provider(provider)),
+                Err(e) => {
+                    ok = false;
+                    println!("  provider: {}: ERROR {e}", describe_provider(provider));
+                    eprintln!("{}: pipeline {}: {e}", path.display(), p.name);
                 }
             }
         }
@@ -218,6 +374,22 @@ fn check(path: &Path) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn describe_provider(p: &config::ProviderConfig) -> String {
+    use config::ProviderConfig as P;
+    let url = |u: &Option<String>| u.clone().unwrap_or_else(|| "(production)".into());
+    match p {
+        P::Mmdb(m) => format!(
+            "mmdb {} (reload every {:?})",
+            m.path.display(),
+            m.reload_interval
+        ),
+        P::Openipapi(c) => format!("openipapi {} plan {:?}", url(&c.base_url), c.plan),
+        P::Ipinsights(c) | P::Iptrust(c) | P::Ipgeolocation(c) | P::CloudflareRadar(c) => {
+            format!("{} {}", p.kind(), url(&c.base_url))
+        }
+    }
 }
 
 fn describe_source(s: &SourceConfig) -> String {
@@ -342,17 +514,7 @@ async fn enrich(
 ) -> Result<ExitCode> {
     let mut p: PipelineConfig = match config {
         None => pipeline::default_config(input, output),
-        Some(path) => {
-            let cfg = load(path)?;
-            let mut pipelines = cfg.pipelines.into_iter();
-            match name {
-                None => pipelines.next().context("the config has no pipeline")?,
-                Some(n) => match pipelines.find(|p| p.name == n) {
-                    Some(p) => p,
-                    None => bail!("{}: no pipeline named {n:?}", path.display()),
-                },
-            }
-        }
+        Some(path) => select_pipeline(path, name)?,
     };
     if let Some(input) = input {
         let format = p.source.format();

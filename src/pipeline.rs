@@ -23,13 +23,11 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{
-    DeadLetterConfig, Format, OutputConfig, PipelineConfig, ProviderConfig, SinkConfig,
-    SourceConfig,
+    DeadLetterConfig, Format, OutputConfig, PipelineConfig, SinkConfig, SourceConfig,
 };
 use crate::event::{decode, BadEvent, SourceRecord};
 use crate::extract::{Extractor, IpClass};
-use crate::lookup::providers::mmdb::MmdbProvider;
-use crate::lookup::{Chain, Member};
+use crate::lookup::Chain;
 use crate::merge::{render, Enrichment};
 use crate::metrics::PipelineMetrics;
 use crate::sink::dead_letter::DeadLetter;
@@ -88,29 +86,26 @@ pub struct Stage {
 impl Stage {
     /// Builds the stage of a pipeline; opens local databases.
     pub fn new(config: &PipelineConfig, metrics: PipelineMetrics) -> Result<Self, PipelineError> {
-        let mut members = Vec::new();
-        for p in &config.providers {
-            match p {
-                ProviderConfig::Mmdb(m) => {
-                    let provider =
-                        MmdbProvider::open(&m.path).map_err(|e| PipelineError::Provider {
-                            pipeline: config.name.clone(),
-                            provider: "mmdb".into(),
-                            reason: e.to_string(),
-                        })?;
-                    let provider = Arc::new(provider);
-                    if !m.reload_interval.is_zero() {
-                        provider.spawn_reloader(m.reload_interval);
-                    }
-                    members.push(Member::Local(provider));
-                }
+        let chain = crate::lookup::build::chain(&config.providers).map_err(|errors| {
+            PipelineError::Provider {
+                pipeline: config.name.clone(),
+                provider: errors
+                    .iter()
+                    .map(|e| e.key.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                reason: errors
+                    .iter()
+                    .map(|e| e.reason.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
             }
-        }
+        })?;
         Ok(Stage {
             format: config.source.format(),
             max_event_bytes: config.limits.max_event_bytes,
             extractor: Extractor::new(&config.extract, config.limits.max_ips_per_event),
-            chain: Chain::new(members),
+            chain,
             output: config.output.clone(),
             metrics,
         })

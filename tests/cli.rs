@@ -242,3 +242,95 @@ fn bad_input_lands_in_the_dead_letter_and_nothing_is_lost() {
         .unwrap()
         .contains("recursion limit"));
 }
+
+/// Issue 3: `ipenrich simulate` + `ipenrich lookup IP --config pipelines/simulated-providers.yaml`,
+/// exactly as README shows (the port comes from SIM_URL so tests do not collide).
+#[test]
+fn simulate_then_lookup_as_the_readme_shows() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let sim = std::process::Command::new(bin())
+        .args(["simulate", "--listen", &listen])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Proc(sim);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "simulator did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = Command::new(bin())
+        .args([
+            "lookup",
+            "185.220.101.45",
+            "10.0.0.1",
+            "--config",
+            "pipelines/simulated-providers.yaml",
+        ])
+        .env("SIM_URL", format!("http://{listen}"))
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers = lines(&out.stdout);
+    assert_eq!(answers[0]["ip"], "185.220.101.45");
+    assert_eq!(answers[0]["status"], "ok");
+    assert_eq!(
+        answers[0]["asn"]["number"], 60729,
+        "asn from the demo database"
+    );
+    assert!(
+        answers[0]["threat"]["score"].is_u64(),
+        "threat from the simulated APIs: {}",
+        answers[0]
+    );
+    assert!(answers[0]["geo"]["country_code"].is_string());
+    assert_eq!(
+        answers[1],
+        serde_json::json!({"ip": "10.0.0.1", "class": "private"}),
+        "private: never asked"
+    );
+}
+
+#[test]
+fn missing_api_key_fails_at_start_naming_the_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "keys.yaml",
+        "pipelines:\n  - name: k\n    source:\n      stdin: {}\n    extract:\n      scan_all_strings: true\n    providers:\n      - ipinsights:\n          api_key:\n            env: IPENRICH_TEST_NO_SUCH_KEY\n    sink:\n      stdout: {}\n",
+    );
+    let out = Command::new(bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("IPENRICH_TEST_NO_SUCH_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("providers[0].ipinsights") && err.contains("IPENRICH_TEST_NO_SUCH_KEY"),
+        "{err}"
+    );
+    let out = Command::new(bin())
+        .args(["enrich", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "run refuses to start");
+}

@@ -303,3 +303,135 @@ fn bad_events_go_to_the_dead_letter_topic_with_reasons() {
         );
     }
 }
+
+/// Issue 3: a chain (local MMDB + ipinsights through the simulator) enriches every
+/// event through the real broker: the ASN from the database where it has one, else
+/// from the API, and the threat score always from the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_of_mmdb_and_ipinsights_enriches_every_event() {
+    use ipenrich::lookup::providers::http::HttpSettings;
+    use ipenrich::lookup::providers::ipinsights::IpInsightsClient;
+    use ipenrich::secret::Secret;
+    use ipenrich::simulate::{RateLimitConfig, SimConfig};
+
+    const N: usize = 2_000;
+    let mut sim_config = SimConfig::default();
+    sim_config.ipinsights.rate_limit = Some(RateLimitConfig {
+        requests: 1_000_000,
+        window_ms: 3_600_000,
+    });
+    let sim = ipenrich::simulate::start(sim_config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = sim.base_url("ipinsights");
+
+    // 40 addresses: half in the demo database, half only known to the API.
+    let ips: Vec<String> = (0..40)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("88.198.{i}.7")
+            } else {
+                format!("45.{}.{i}.9", 60 + i)
+            }
+        })
+        .collect();
+    let client = IpInsightsClient::new(
+        &HttpSettings::new(&base, Secret::new("sim-ipinsights-key").unwrap()).unwrap(),
+    )
+    .unwrap();
+    let mut expected = HashMap::new();
+    for ip in &ips {
+        let ipenrich::lookup::providers::Answer::Found(record) =
+            client.lookup_ip(ip.parse().unwrap()).await.unwrap()
+        else {
+            panic!("the simulator knows {ip}");
+        };
+        expected.insert(ip.clone(), record);
+    }
+
+    let kafka = kafka();
+    let (input, output, dlq, group) = (unique("in"), unique("out"), unique("dlq"), unique("g"));
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("ipinsights.key");
+    std::fs::write(&key_file, "sim-ipinsights-key\n").unwrap();
+    let events: Vec<(i32, Option<Vec<u8>>, Vec<u8>)> = (0..N)
+        .map(|i| {
+            let ip = &ips[i % ips.len()];
+            (
+                (i % 2) as i32,
+                None,
+                format!(r#"{{"seq":{i},"data":{{"srcip":"{ip}"}}}}"#).into_bytes(),
+            )
+        })
+        .collect();
+    let (kafka2, input2, output2, dlq2) =
+        (kafka.clone(), input.clone(), output.clone(), dlq.clone());
+    tokio::task::spawn_blocking(move || {
+        create_topics(&kafka2, &[&input2, &output2], 2);
+        create_topics(&kafka2, &[&dlq2], 1);
+        produce(&kafka2, &input2, events);
+    })
+    .await
+    .unwrap();
+
+    let providers = format!(
+        "    providers:\n      - mmdb:\n          path: {}\n      - ipinsights:\n          base_url: {base}\n          api_key:\n            file: {}\n",
+        root().join("samples/demo-asn.mmdb").display(),
+        key_file.display()
+    );
+    let text = config(&kafka, &input, &output, &dlq, &group, "").replace(
+        &format!(
+            "    providers:\n      - mmdb:\n          path: {}\n",
+            root().join("samples/demo-asn.mmdb").display()
+        ),
+        &providers,
+    );
+    assert!(text.contains("ipinsights"), "config rewritten");
+    let cfg = write_config(dir.path(), "p.yaml", &text);
+    let log = dir.path().join("log");
+    let mut proc = Proc::run(&cfg, &log);
+    let (kafka2, output2) = (kafka.clone(), output.clone());
+    let got = tokio::task::spawn_blocking(move || {
+        consume(&kafka2, &output2, N, Duration::from_secs(180))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        got.len(),
+        N,
+        "every event enriched (log: {})",
+        log.display()
+    );
+    for m in &got {
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        let entry = &v["enrichment"]["ips"][0];
+        let ip = entry["ip"].as_str().unwrap().to_string();
+        let api = &expected[&ip];
+        assert_eq!(entry["status"], "ok", "{v}");
+        let threat = api
+            .threat
+            .as_ref()
+            .expect("the simulator gives a threat assessment");
+        assert_eq!(
+            entry["threat"]["score"],
+            threat.score.unwrap(),
+            "threat from ipinsights: {v}"
+        );
+        if ip.starts_with("88.198.") {
+            assert_eq!(entry["asn"]["number"], 24940, "asn from the database: {v}");
+        } else {
+            let asn = api.asn.as_ref().and_then(|a| a.number).expect("api asn");
+            assert_eq!(
+                entry["asn"]["number"], asn,
+                "asn from ipinsights when the database has none: {v}"
+            );
+        }
+    }
+    assert_eq!(proc.terminate(Duration::from_secs(30)), Some(0));
+    let acc = sim.accounting();
+    assert!(
+        acc.ipinsights.requests_total >= ips.len() as u64,
+        "the API was really asked"
+    );
+    sim.shutdown().await;
+}

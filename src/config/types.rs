@@ -170,10 +170,114 @@ pub struct FieldConfig {
 
 /// One provider in the lookup chain.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ProviderConfig {
     /// An offline MaxMind DB file (GeoLite2-ASN, GeoIP2, or one built by `ipenrich mmdb build`).
     Mmdb(MmdbConfig),
+    /// ipinsights.io: bulk lookups of up to 100 addresses; threat scores.
+    Ipinsights(HttpProviderConfig),
+    /// OpenIPApi: batch size by plan; ASN, geo, threat flags.
+    Openipapi(OpenIpApiConfig),
+    /// IPTrust: one address per call; fields by plan.
+    Iptrust(HttpProviderConfig),
+    /// IPGeolocation.io ASN API: one address per call; routing detail.
+    Ipgeolocation(HttpProviderConfig),
+    /// Cloudflare Radar ASN-by-IP: one address per call.
+    CloudflareRadar(HttpProviderConfig),
+}
+
+impl ProviderConfig {
+    /// The provider's name in logs, metrics and `lookup` output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderConfig::Mmdb(_) => "mmdb",
+            ProviderConfig::Ipinsights(_) => "ipinsights",
+            ProviderConfig::Openipapi(_) => "openipapi",
+            ProviderConfig::Iptrust(_) => "iptrust",
+            ProviderConfig::Ipgeolocation(_) => "ipgeolocation",
+            ProviderConfig::CloudflareRadar(_) => "cloudflare_radar",
+        }
+    }
+}
+
+/// Where an API key comes from. Never written inline: config files get committed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum KeySource {
+    /// An environment variable.
+    Env(String),
+    /// A file, e.g. a mounted Kubernetes secret (trailing newline trimmed).
+    File(PathBuf),
+}
+
+/// A remote API provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProviderConfig {
+    /// Base URL; the provider's production host when absent (tests use the simulator's).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The API key (or token).
+    pub api_key: KeySource,
+    /// Connection, read and whole-request timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+/// OpenIPApi, whose batch size and endpoints depend on the plan.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenIpApiConfig {
+    /// Base URL; `https://api.openipapi.com` when absent.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The API key.
+    pub api_key: KeySource,
+    /// `free`, `starter`, `pro`, `business` or `enterprise` (batch 1/100/500/1,000/5,000).
+    pub plan: crate::lookup::providers::openipapi::Plan,
+    /// Connection, read and whole-request timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+/// HTTP timeouts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// TCP + TLS connect.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect: Duration,
+    /// Between bytes of a response.
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read: Duration,
+    /// The whole request, bulk calls included.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request: Duration,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            connect: default_connect_timeout(),
+            read: default_read_timeout(),
+            request: default_request_timeout(),
+        }
+    }
+}
+
+/// A healthy API connects in well under a second; longer means it is down.
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// Matches the clients' default (src/lookup/providers/http.rs).
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// A 100-address bulk call answers within seconds; 30 s bounds a stuck one.
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// Offline MMDB provider.

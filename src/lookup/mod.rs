@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+pub mod build;
 pub mod providers;
 pub mod record;
 
