@@ -10,7 +10,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub mod build;
+pub mod batcher;
+pub mod breaker;
+pub mod cache;
+pub mod engine;
 pub mod providers;
+pub mod rate_limit;
 pub mod record;
 
 use providers::mmdb::MmdbProvider;

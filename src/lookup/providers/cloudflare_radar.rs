@@ -199,6 +199,10 @@ pub fn to_record(a: RadarAsn) -> IntelRecord {
 }
 
 impl Provider for CloudflareRadarClient {
+    fn last_rate_info(&self) -> Option<RateInfo> {
+        self.http.last_rate_info()
+    }
+
     fn name(&self) -> &str {
         NAME
     }

@@ -278,6 +278,10 @@ pub fn to_record(body: AsnLookup) -> IntelRecord {
 }
 
 impl Provider for IpGeolocationClient {
+    fn last_rate_info(&self) -> Option<RateInfo> {
+        self.http.last_rate_info()
+    }
+
     fn name(&self) -> &str {
         NAME
     }

@@ -513,6 +513,10 @@ pub fn to_record(data: IpData) -> IntelRecord {
 }
 
 impl Provider for IpInsightsClient {
+    fn last_rate_info(&self) -> Option<RateInfo> {
+        self.http.last_rate_info()
+    }
+
     fn name(&self) -> &str {
         NAME
     }

@@ -232,6 +232,10 @@ pub fn to_record(answer: IpTrustAnswer) -> IntelRecord {
 }
 
 impl Provider for IpTrustClient {
+    fn last_rate_info(&self) -> Option<RateInfo> {
+        self.http.last_rate_info()
+    }
+
     fn name(&self) -> &str {
         NAME
     }

@@ -52,6 +52,10 @@ pub trait Provider: Send + Sync {
         &'a self,
         ips: &'a [IpAddr],
     ) -> ProviderFuture<'a, Result<Vec<Answer>, ProviderError>>;
+    /// Rate-limit headers of the latest response, for the engine's pauses.
+    fn last_rate_info(&self) -> Option<http::RateInfo> {
+        None
+    }
 }
 
 /// Why a provider could not answer.

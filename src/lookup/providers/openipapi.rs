@@ -522,6 +522,10 @@ pub fn to_record(result: LookupResult) -> IntelRecord {
 }
 
 impl Provider for OpenIpApiClient {
+    fn last_rate_info(&self) -> Option<RateInfo> {
+        self.http.last_rate_info()
+    }
+
     fn name(&self) -> &str {
         NAME
     }

@@ -1,0 +1,673 @@
+//! The lookup engine of one remote provider: cache, single-flight, batcher, rate
+//! limiter and circuit breaker around one `Arc<dyn Provider>`.
+//!
+//! Contract: each distinct address is asked upstream at most once per TTL (cache),
+//! concurrent misses for one address share one upstream query (single-flight),
+//! misses from many events leave together in batches of up to `max_batch` (or after
+//! `max_wait`), and a request is only sent when the [`RateLimiter`] covers it and
+//! the [`Breaker`] allows it. [`Engine::lookup`] never waits without bound: a paused
+//! or rate-limited provider answers [`Outcome::RateLimited`], an open breaker
+//! [`Outcome::CircuitOpen`], and a full queue of pending addresses `RateLimited`,
+//! all at once. The caller applies its per-event deadline with a timeout and may
+//! drop the future: the query goes on and its answer still fills the cache.
+//! Errors are never cached; a failed address is asked again by the next lookup.
+//!
+//! `Engine::try_new` spawns the batcher task, so it needs a tokio runtime; the task
+//! ends when the engine is dropped.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
+use tokio::sync::{mpsc, watch};
+
+use super::batcher::{self, BatchSettings};
+use super::breaker::{Breaker, BreakerSettings, BreakerState, Verdict};
+use super::cache::{Cache, CacheError, CacheMetrics, CacheSettings, Count};
+use super::providers::{Answer, Provider};
+use super::rate_limit::{RateLimitError, RateLimiter, RateSettings};
+
+/// Metric names; every metric has the single label `provider`.
+pub mod names {
+    pub const CACHE_HITS: &str = "ipenrich_lookup_cache_hits_total";
+    pub const CACHE_MISSES: &str = "ipenrich_lookup_cache_misses_total";
+    pub const CACHE_EVICTIONS: &str = "ipenrich_lookup_cache_evictions_total";
+    pub const CACHE_EXPIRATIONS: &str = "ipenrich_lookup_cache_expirations_total";
+    pub const CACHE_ENTRIES: &str = "ipenrich_lookup_cache_entries";
+    pub const CACHE_BYTES: &str = "ipenrich_lookup_cache_bytes";
+    pub const UPSTREAM_REQUESTS: &str = "ipenrich_lookup_upstream_requests_total";
+    pub const UPSTREAM_FAILURES: &str = "ipenrich_lookup_upstream_failures_total";
+    pub const IPS_PER_REQUEST: &str = "ipenrich_lookup_upstream_ips_per_request";
+    pub const RATE_LIMITED: &str = "ipenrich_lookup_upstream_rate_limited_total";
+    pub const SHED: &str = "ipenrich_lookup_shed_total";
+    pub const BREAKER_STATE: &str = "ipenrich_lookup_breaker_state";
+}
+
+/// Why an engine cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid cache settings")]
+    Cache(#[source] CacheError),
+    #[error("invalid engine settings: {0}")]
+    Settings(String),
+    #[error("rate limit unit burst {burst} is below the batch size {batch}")]
+    BurstBelowBatch { burst: u32, batch: usize },
+    #[error("cannot register engine metrics")]
+    Metrics(#[source] prometheus::Error),
+}
+
+/// Settings of one engine. `Default` values and where they come from:
+///
+/// - `ttl` 24 h: ASN and geo facts move on a scale of days; a day bounds how stale
+///   a threat score gets.
+/// - `negative_ttl` 1 h: "no data" for a public address (not yet announced, not yet
+///   in the provider's data) can change soon.
+/// - `cache_entries` 1,000,000 and `cache_bytes` 192 MiB: the memory target
+///   (a million addresses in at most 256 MiB RSS, with room for the rest).
+/// - `cache_shards` 16: two worker threads never meet on one lock in practice.
+/// - `max_batch` `None`: the provider's own `max_batch()` (ipinsights 100).
+/// - `max_wait` 50 ms: a small share of an event's enrichment deadline.
+/// - `concurrency` 4: requests in flight per provider; with 50 ms batches that is
+///   far above any documented rate limit.
+/// - `max_pending` 10,000: distinct addresses waiting for upstream before new
+///   misses are answered `RateLimited` (bounded memory, no unbounded queue).
+/// - `max_token_wait` 500 ms: longest a batch waits for tokens; beyond, its
+///   addresses answer `RateLimited` instead of queueing.
+/// - `rate`: ipinsights' documented 600 units per hour (the strictest provider);
+///   build the shared limiter from it with [`EngineSettings::limiter`].
+/// - `breaker` 5 failures, 30 s open: five failed calls in a row is an outage,
+///   not noise; 30 s keeps probing cheap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineSettings {
+    pub ttl: Duration,
+    pub negative_ttl: Duration,
+    pub cache_entries: NonZeroUsize,
+    pub cache_bytes: NonZeroUsize,
+    pub cache_shards: NonZeroUsize,
+    pub max_batch: Option<NonZeroUsize>,
+    pub max_wait: Duration,
+    pub concurrency: NonZeroUsize,
+    pub max_pending: NonZeroUsize,
+    pub max_token_wait: Duration,
+    pub rate: RateSettings,
+    pub breaker: BreakerSettings,
+}
+
+fn nz(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).expect("non-zero constant")
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            ttl: Duration::from_secs(24 * 3600),
+            negative_ttl: Duration::from_secs(3600),
+            cache_entries: nz(1_000_000),
+            cache_bytes: nz(192 << 20),
+            cache_shards: nz(16),
+            max_batch: None,
+            max_wait: Duration::from_millis(50),
+            concurrency: nz(4),
+            max_pending: nz(10_000),
+            max_token_wait: Duration::from_millis(500),
+            rate: RateSettings::ipinsights(),
+            breaker: BreakerSettings {
+                failures: NonZeroU32::new(5).expect("non-zero"),
+                open_for: Duration::from_secs(30),
+            },
+        }
+    }
+}
+
+impl EngineSettings {
+    /// A limiter for provider `name` from `self.rate`, to hand to [`Engine::try_new`]
+    /// and to share with anything else spending the same key (the reporter).
+    pub fn limiter(&self, name: &str) -> Result<Arc<RateLimiter>, Vec<RateLimitError>> {
+        RateLimiter::try_new(name, self.rate.clone()).map(Arc::new)
+    }
+
+    fn cache(&self) -> CacheSettings {
+        CacheSettings {
+            ttl: self.ttl,
+            negative_ttl: self.negative_ttl,
+            max_entries: self.cache_entries,
+            max_bytes: self.cache_bytes,
+            shards: self.cache_shards,
+        }
+    }
+}
+
+/// What one address got.
+#[allow(clippy::large_enum_variant)] // as `Answer`: the common case is `Found`
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The provider's answer (from the cache or upstream).
+    Answer(Answer),
+    /// Not asked: the key is paused, out of tokens or budget, or the queue is full.
+    RateLimited,
+    /// Not asked: the breaker is open.
+    CircuitOpen,
+    /// Asked, and the provider failed (5xx, timeout, reset, bad answer).
+    Failed,
+}
+
+struct Metrics {
+    requests: IntCounter,
+    failures: IntCounter,
+    ips_per_request: Histogram,
+    rate_limited: IntCounter,
+    shed: IntCounter,
+    breaker_state: IntGauge,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    c: C,
+) -> Result<C, EngineError> {
+    registry
+        .register(Box::new(c.clone()))
+        .map_err(EngineError::Metrics)?;
+    Ok(c)
+}
+
+fn metrics(registry: &Registry, provider: &str) -> Result<(CacheMetrics, Metrics), EngineError> {
+    let opts = |name: &str, help: &str| Opts::new(name, help).const_label("provider", provider);
+    let counter = |name: &str, help: &str| {
+        register(
+            registry,
+            IntCounter::with_opts(opts(name, help)).map_err(EngineError::Metrics)?,
+        )
+    };
+    let gauge = |name: &str, help: &str| {
+        register(
+            registry,
+            IntGauge::with_opts(opts(name, help)).map_err(EngineError::Metrics)?,
+        )
+    };
+    use names::*;
+    let cache = CacheMetrics {
+        hits: counter(CACHE_HITS, "lookups answered from the cache")?,
+        misses: counter(CACHE_MISSES, "lookups not in the cache")?,
+        evictions: counter(CACHE_EVICTIONS, "entries evicted by the size bounds")?,
+        expirations: counter(CACHE_EXPIRATIONS, "entries dropped after their ttl")?,
+        entries: gauge(CACHE_ENTRIES, "entries in the cache")?,
+        bytes: gauge(CACHE_BYTES, "approximate bytes held by the cache")?,
+    };
+    let histogram = Histogram::with_opts(
+        HistogramOpts::new(IPS_PER_REQUEST, "addresses per upstream request")
+            .const_label("provider", provider)
+            .buckets(vec![
+                1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 90.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+            ]),
+    )
+    .map_err(EngineError::Metrics)?;
+    let m = Metrics {
+        requests: counter(UPSTREAM_REQUESTS, "requests sent to the provider")?,
+        failures: counter(UPSTREAM_FAILURES, "requests that failed (429 excluded)")?,
+        ips_per_request: register(registry, histogram)?,
+        rate_limited: counter(RATE_LIMITED, "429 answers from the provider")?,
+        shed: counter(
+            SHED,
+            "lookups answered rate_limited or circuit_open without asking",
+        )?,
+        breaker_state: gauge(BREAKER_STATE, "0 closed, 1 half-open, 2 open")?,
+    };
+    Ok((cache, m))
+}
+
+type Waiters = HashMap<IpAddr, watch::Sender<Option<Outcome>>>;
+
+/// Cache + single-flight + batcher + limiter + breaker around one provider.
+pub struct Engine {
+    provider: Arc<dyn Provider>,
+    cache: Cache,
+    limiter: Arc<RateLimiter>,
+    breaker: Breaker,
+    in_flight: Mutex<Waiters>,
+    queue: mpsc::UnboundedSender<IpAddr>,
+    max_pending: usize,
+    max_token_wait: Duration,
+    metrics: Metrics,
+}
+
+impl Engine {
+    /// Builds the engine and spawns its batcher task (needs a tokio runtime).
+    /// `limiter` is shared with whatever else spends the provider key.
+    pub fn try_new(
+        provider: Arc<dyn Provider>,
+        settings: EngineSettings,
+        limiter: Arc<RateLimiter>,
+        registry: &Registry,
+    ) -> Result<Arc<Self>, EngineError> {
+        let name = provider.name().to_owned();
+        let provider_max = provider.max_batch().max(1);
+        let max_batch = settings
+            .max_batch
+            .map_or(provider_max, |m| m.get().min(provider_max));
+        let rate = limiter.settings();
+        if rate.units_per_second.is_some() && (rate.unit_burst.get() as usize) < max_batch {
+            return Err(EngineError::BurstBelowBatch {
+                burst: rate.unit_burst.get(),
+                batch: max_batch,
+            });
+        }
+        if settings.max_wait.is_zero() && max_batch > 1 {
+            return Err(EngineError::Settings(
+                "max_wait must be > 0 for a batching provider".into(),
+            ));
+        }
+        let (cache_metrics, metrics) = metrics(registry, &name)?;
+        let cache = Cache::try_new(&settings.cache(), cache_metrics).map_err(EngineError::Cache)?;
+        let (queue, rx) = mpsc::unbounded_channel();
+        let engine = Arc::new(Engine {
+            provider,
+            cache,
+            limiter,
+            breaker: Breaker::new(settings.breaker),
+            in_flight: Mutex::new(HashMap::new()),
+            queue,
+            max_pending: settings.max_pending.get(),
+            max_token_wait: settings.max_token_wait,
+            metrics,
+        });
+        let weak: Weak<Engine> = Arc::downgrade(&engine);
+        batcher::spawn(
+            rx,
+            BatchSettings {
+                max_batch: nz(max_batch),
+                max_wait: settings.max_wait,
+                concurrency: settings.concurrency,
+            },
+            move |batch| {
+                let weak = weak.clone();
+                async move {
+                    // Engine gone: dropping the batch drops nothing anyone waits on
+                    // (the waiters' senders went with the engine).
+                    if let Some(engine) = weak.upgrade() {
+                        engine.send(batch).await;
+                    }
+                }
+            },
+        );
+        Ok(engine)
+    }
+
+    /// The provider's name.
+    pub fn name(&self) -> &str {
+        self.provider.name()
+    }
+
+    /// The shared limiter (the reporter draws report units from it).
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
+        &self.limiter
+    }
+
+    /// The breaker's state now.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// The cache (sizes, for tests and diagnostics).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Addresses waiting for an upstream answer.
+    pub fn pending(&self) -> usize {
+        self.waiters().len()
+    }
+
+    fn waiters(&self) -> MutexGuard<'_, Waiters> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached answer, without awaiting anything (counts hits; a miss is
+    /// counted by the [`Engine::lookup`] that follows).
+    pub fn cached(&self, ip: IpAddr) -> Option<Answer> {
+        self.cache.probe(ip, Count::HitsOnly)
+    }
+
+    /// The answer for one public address: cached, joined to a query in flight, or
+    /// queued for the next batch. Answers at once when the provider cannot be
+    /// asked (see the module contract); never hangs on a dead batcher.
+    pub async fn lookup(&self, ip: IpAddr) -> Outcome {
+        if let Some(answer) = self.cache.probe(ip, Count::Both) {
+            return Outcome::Answer(answer);
+        }
+        let mut rx = {
+            let mut waiters = self.waiters();
+            if let Some(tx) = waiters.get(&ip) {
+                tx.subscribe()
+            } else {
+                // The query may have finished between the cache probe and the lock.
+                if let Some(answer) = self.cache.probe(ip, Count::None) {
+                    return Outcome::Answer(answer);
+                }
+                if self.breaker.is_refusing() {
+                    self.metrics.shed.inc();
+                    return Outcome::CircuitOpen;
+                }
+                if self.limiter.paused_for().is_some() || waiters.len() >= self.max_pending {
+                    self.metrics.shed.inc();
+                    return Outcome::RateLimited;
+                }
+                let (tx, rx) = watch::channel(None);
+                if self.queue.send(ip).is_err() {
+                    return Outcome::Failed;
+                }
+                waiters.insert(ip, tx);
+                rx
+            }
+        };
+        let outcome = match rx.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone().unwrap_or(Outcome::Failed),
+            Err(_) => Outcome::Failed,
+        };
+        outcome
+    }
+
+    /// Hands every waiter of `ips` its outcome.
+    fn finish(&self, ips: impl IntoIterator<Item = (IpAddr, Outcome)>) {
+        let mut waiters = self.waiters();
+        for (ip, outcome) in ips {
+            if let Some(tx) = waiters.remove(&ip) {
+                tx.send_replace(Some(outcome));
+            }
+        }
+    }
+
+    fn finish_all(&self, ips: &[IpAddr], outcome: Outcome) {
+        self.finish(ips.iter().map(|ip| (*ip, outcome.clone())));
+    }
+
+    /// One upstream request for `ips` (the batcher's handler).
+    async fn send(&self, ips: Vec<IpAddr>) {
+        let n = ips.len();
+        let ticket = match self.breaker.try_acquire() {
+            Ok(t) => t,
+            Err(_) => {
+                self.metrics.shed.inc_by(n as u64);
+                return self.finish_all(&ips, Outcome::CircuitOpen);
+            }
+        };
+        self.metrics
+            .breaker_state
+            .set(self.breaker.state().as_gauge());
+        let units = u32::try_from(n).unwrap_or(u32::MAX);
+        if let Err(denied) = self
+            .limiter
+            .acquire_within(1, units, self.max_token_wait)
+            .await
+        {
+            tracing::debug!(provider = self.name(), batch = n, reason = ?denied.reason, wait_ms = denied.wait.as_millis() as u64, "batch not sent: rate limit");
+            self.breaker.record(ticket, Verdict::Neutral);
+            self.metrics.shed.inc_by(n as u64);
+            return self.finish_all(&ips, Outcome::RateLimited);
+        }
+        self.metrics.requests.inc();
+        self.metrics.ips_per_request.observe(n as f64);
+        let result = self.provider.lookup(&ips).await;
+        if let Some(info) = self.provider.last_rate_info() {
+            self.limiter.observe(&info);
+        }
+        let state = match result {
+            Ok(answers) if answers.len() == n => {
+                let state = self.breaker.record(ticket, Verdict::Success);
+                for (ip, answer) in ips.iter().zip(&answers) {
+                    self.cache.insert(*ip, answer);
+                }
+                self.finish(
+                    ips.into_iter()
+                        .zip(answers)
+                        .map(|(ip, a)| (ip, Outcome::Answer(a))),
+                );
+                state
+            }
+            Ok(answers) => {
+                tracing::warn!(
+                    provider = self.name(),
+                    batch = n,
+                    answers = answers.len(),
+                    "provider answered a different number of addresses"
+                );
+                self.metrics.failures.inc();
+                let state = self.breaker.record(ticket, Verdict::Neutral);
+                self.finish_all(&ips, Outcome::Failed);
+                state
+            }
+            Err(error) => {
+                let state = self.breaker.record(ticket, Verdict::of_error(&error));
+                if let super::providers::ProviderError::RateLimited { retry_after } = &error {
+                    self.metrics.rate_limited.inc();
+                    self.limiter.rate_limited(*retry_after);
+                    tracing::warn!(%error, provider = self.name(), batch = n, "provider rate limited us");
+                    self.finish_all(&ips, Outcome::RateLimited);
+                } else {
+                    self.metrics.failures.inc();
+                    tracing::warn!(%error, provider = self.name(), batch = n, "lookup request failed");
+                    self.finish_all(&ips, Outcome::Failed);
+                }
+                state
+            }
+        };
+        self.metrics.breaker_state.set(state.as_gauge());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lookup::providers::{ProviderError, ProviderFuture};
+    use crate::lookup::record::{AsnInfo, IntelRecord};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A scripted provider: answers after `latency`, fails while `failing` is set.
+    struct Fake {
+        calls: AtomicUsize,
+        ips: Mutex<Vec<usize>>,
+        failing: std::sync::atomic::AtomicBool,
+        latency: Duration,
+        max: usize,
+    }
+
+    impl Fake {
+        fn new(max: usize, latency_ms: u64) -> Arc<Self> {
+            Arc::new(Fake {
+                calls: AtomicUsize::new(0),
+                ips: Mutex::new(Vec::new()),
+                failing: false.into(),
+                latency: Duration::from_millis(latency_ms),
+                max,
+            })
+        }
+    }
+
+    impl Provider for Fake {
+        fn name(&self) -> &str {
+            "fake"
+        }
+        fn max_batch(&self) -> usize {
+            self.max
+        }
+        fn lookup<'a>(
+            &'a self,
+            ips: &'a [IpAddr],
+        ) -> ProviderFuture<'a, Result<Vec<Answer>, ProviderError>> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                self.ips.lock().unwrap().push(ips.len());
+                tokio::time::sleep(self.latency).await;
+                if self.failing.load(Ordering::SeqCst) {
+                    return Err(ProviderError::Server {
+                        status: 503,
+                        message: "down".into(),
+                    });
+                }
+                Ok(ips
+                    .iter()
+                    .map(|ip| match ip {
+                        IpAddr::V4(v4) if v4.octets()[0] == 9 => Answer::NoData,
+                        _ => Answer::Found(IntelRecord {
+                            asn: Some(AsnInfo {
+                                number: Some(1),
+                                ..AsnInfo::default()
+                            }),
+                            ..IntelRecord::default()
+                        }),
+                    })
+                    .collect())
+            })
+        }
+    }
+
+    fn settings() -> EngineSettings {
+        EngineSettings {
+            rate: RateSettings {
+                requests_per_second: 1000.0,
+                request_burst: NonZeroU32::new(1000).unwrap(),
+                units_per_second: Some(100_000.0),
+                unit_burst: NonZeroU32::new(100_000).unwrap(),
+                ..RateSettings::ipinsights()
+            },
+            breaker: BreakerSettings {
+                failures: NonZeroU32::new(2).unwrap(),
+                open_for: Duration::from_secs(10),
+            },
+            ..EngineSettings::default()
+        }
+    }
+
+    fn engine(p: Arc<Fake>, s: EngineSettings) -> Arc<Engine> {
+        let limiter = s.limiter("fake").unwrap();
+        Engine::try_new(p, s, limiter, &Registry::new()).unwrap()
+    }
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::from(std::net::Ipv4Addr::from(0x0800_0000 + n))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn single_flight_and_batching_across_callers() {
+        let fake = Fake::new(100, 10);
+        let e = engine(fake.clone(), settings());
+        let mut tasks = Vec::new();
+        for round in 0..3 {
+            for n in 0..150 {
+                let e = e.clone();
+                tasks.push(tokio::spawn(async move { (round, e.lookup(ip(n)).await) }));
+            }
+        }
+        for t in tasks {
+            let (_, outcome) = t.await.unwrap();
+            assert!(matches!(outcome, Outcome::Answer(Answer::Found(_))));
+        }
+        assert_eq!(*fake.ips.lock().unwrap(), vec![100, 50]);
+        assert!(e.cached(ip(3)).is_some());
+        assert_eq!(e.pending(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropped_caller_still_fills_the_cache() {
+        let fake = Fake::new(100, 1000);
+        let e = engine(fake.clone(), settings());
+        let r = tokio::time::timeout(Duration::from_millis(100), e.lookup(ip(1))).await;
+        assert!(r.is_err(), "the deadline fired first");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(e.cached(ip(1)).is_some());
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn negative_answers_expire_sooner() {
+        let mut s = settings();
+        s.ttl = Duration::from_secs(100);
+        s.negative_ttl = Duration::from_secs(10);
+        let fake = Fake::new(1, 0);
+        let e = engine(fake.clone(), s);
+        let nodata = IpAddr::from([9, 9, 9, 9]);
+        assert_eq!(e.lookup(nodata).await, Outcome::Answer(Answer::NoData));
+        e.lookup(ip(1)).await;
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(e.cached(nodata).is_none());
+        assert!(e.cached(ip(1)).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn breaker_opens_answers_at_once_and_closes_after_probe() {
+        let fake = Fake::new(1, 5);
+        let e = engine(fake.clone(), settings());
+        fake.failing.store(true, Ordering::SeqCst);
+        assert_eq!(e.lookup(ip(1)).await, Outcome::Failed);
+        assert_eq!(e.lookup(ip(2)).await, Outcome::Failed);
+        assert!(matches!(e.breaker_state(), BreakerState::Open { .. }));
+        let calls = fake.calls.load(Ordering::SeqCst);
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(e.lookup(ip(3)).await, Outcome::CircuitOpen);
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), calls, "nothing sent");
+        fake.failing.store(false, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(matches!(e.lookup(ip(3)).await, Outcome::Answer(_)));
+        assert_eq!(e.breaker_state(), BreakerState::Closed { failures: 0 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_provider_answers_rate_limited_at_once() {
+        let fake = Fake::new(100, 0);
+        let e = engine(fake.clone(), settings());
+        e.limiter().rate_limited(Some(Duration::from_secs(30)));
+        assert_eq!(e.lookup(ip(1)).await, Outcome::RateLimited);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 0);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(matches!(e.lookup(ip(1)).await, Outcome::Answer(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn empty_bucket_answers_rate_limited_instead_of_queueing() {
+        let mut s = settings();
+        s.rate.units_per_second = Some(1.0);
+        s.rate.unit_burst = NonZeroU32::new(100).unwrap();
+        s.max_token_wait = Duration::from_millis(500);
+        let fake = Fake::new(100, 0);
+        let e = engine(fake.clone(), s);
+        let batch: Vec<_> = (0..100)
+            .map(|n| {
+                let e = e.clone();
+                tokio::spawn(async move { e.lookup(ip(n)).await })
+            })
+            .collect();
+        for t in batch {
+            assert!(matches!(t.await.unwrap(), Outcome::Answer(_)));
+        }
+        // 100 units spent; one more needs 1 s of refill, more than max_token_wait.
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(e.lookup(ip(500)).await, Outcome::RateLimited);
+        assert!(t0.elapsed() <= Duration::from_millis(100));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(matches!(e.lookup(ip(500)).await, Outcome::Answer(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_queue_sheds() {
+        let mut s = settings();
+        s.max_pending = nz(2);
+        let fake = Fake::new(100, 1000);
+        let e = engine(fake, s);
+        let a = tokio::spawn({
+            let e = e.clone();
+            async move { e.lookup(ip(1)).await }
+        });
+        let b = tokio::spawn({
+            let e = e.clone();
+            async move { e.lookup(ip(2)).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(e.pending(), 2);
+        assert_eq!(e.lookup(ip(3)).await, Outcome::RateLimited);
+        assert!(matches!(a.await.unwrap(), Outcome::Answer(_)));
+        assert!(matches!(b.await.unwrap(), Outcome::Answer(_)));
+    }
+}
