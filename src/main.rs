@@ -453,6 +453,22 @@ async fn run_pipelines(config: Config, until_signal: bool) -> Result<ExitCode> {
         info!(%addr, "serving /metrics and /health");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Reporters: a side branch next to the pipelines, same shutdown, same registry.
+    let mut reporters = tokio::task::JoinSet::new();
+    if !config.reporters.is_empty() {
+        let report_metrics = ipenrich::report::ReportMetrics::register(metrics.registry())
+            .context("registering reporter metrics")?;
+        for r in config.reporters {
+            let m = report_metrics.clone();
+            let rx = stop_rx.clone();
+            // No ipinsights lookup limiter is shared yet; see report::Permits.
+            let permits: Arc<dyn ipenrich::report::Permits> = Arc::new(ipenrich::report::NoLimit);
+            reporters.spawn(async move {
+                let result = ipenrich::report::run(&r, m, permits, rx).await;
+                (r.name, result)
+            });
+        }
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for p in config.pipelines {
         let m = metrics.pipeline(&p.name);
@@ -474,14 +490,23 @@ async fn run_pipelines(config: Config, until_signal: bool) -> Result<ExitCode> {
     };
     tokio::pin!(signal);
     let mut failed = false;
+    let mut pipelines_done = false;
     loop {
         tokio::select! {
             _ = &mut signal, if !*stop_tx.borrow() => {
                 info!("shutdown requested");
                 let _ = stop_tx.send(true);
             }
-            joined = tasks.join_next() => {
-                let Some(joined) = joined else { break };
+            joined = tasks.join_next(), if !pipelines_done => {
+                let Some(joined) = joined else {
+                    pipelines_done = true;
+                    if reporters.is_empty() {
+                        break;
+                    }
+                    // Reporters only watch pipelines: stop them with the last one.
+                    let _ = stop_tx.send(true);
+                    continue;
+                };
                 match joined {
                     Ok((name, Ok(summary))) => info!(pipeline = %name, events_in = summary.events_in, events_out = summary.events_out, dead_letters = summary.dead_letters, timed_out = summary.timed_out, "pipeline finished"),
                     Ok((name, Err(e))) => {
@@ -495,6 +520,27 @@ async fn run_pipelines(config: Config, until_signal: bool) -> Result<ExitCode> {
                         failed = true;
                         let _ = stop_tx.send(true);
                     }
+                }
+            }
+            joined = reporters.join_next(), if !reporters.is_empty() => {
+                match joined {
+                    Some(Ok((name, Ok(summary)))) => info!(reporter = %name, signals = summary.signals, decisions = summary.decisions, sent = summary.sent, "reporter finished"),
+                    Some(Ok((name, Err(e)))) => {
+                        let e = anyhow::Error::new(e);
+                        error!(reporter = %name, error = %format!("{e:#}"), "reporter failed");
+                        eprintln!("ipenrich: reporter {name}: {e:#}");
+                        failed = true;
+                        let _ = stop_tx.send(true);
+                    }
+                    Some(Err(e)) => {
+                        error!(error = %e, "reporter task panicked");
+                        failed = true;
+                        let _ = stop_tx.send(true);
+                    }
+                    None => {}
+                }
+                if pipelines_done && reporters.is_empty() {
+                    break;
                 }
             }
         }
@@ -545,6 +591,7 @@ async fn enrich(
         Config {
             http: None,
             pipelines: vec![p],
+            reporters: Vec::new(),
         },
         false,
     )

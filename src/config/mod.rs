@@ -100,5 +100,21 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             problems.push((at("limits.max_in_flight"), "must be at least 1".into()));
         }
     }
+    let mut reporter_names = std::collections::HashSet::new();
+    for (i, r) in config.reporters.iter().enumerate() {
+        if !reporter_names.insert(r.name.as_str()) {
+            problems.push((
+                format!("reporters[{i}].name"),
+                format!("duplicate reporter name {:?}", r.name),
+            ));
+        }
+        if let Err(found) = r.validate() {
+            problems.extend(
+                found
+                    .into_iter()
+                    .map(|(key, problem)| (format!("reporters[{i}].{key}"), problem)),
+            );
+        }
+    }
     problems
 }

@@ -18,6 +18,9 @@ pub struct Config {
     /// (`source: {kafka: {...}}`), the natural YAML shape.
     #[serde(with = "serde_yaml_ng::with::singleton_map_recursive")]
     pub pipelines: Vec<PipelineConfig>,
+    /// Reciprocal attacker reporters, run next to the pipelines (see `crate::report`).
+    #[serde(default, with = "serde_yaml_ng::with::singleton_map_recursive")]
+    pub reporters: Vec<crate::report::ReporterConfig>,
 }
 
 /// The `/metrics` and `/health/*` listener.

@@ -1,1 +1,236 @@
-//! Reciprocal attacker reporting (being written).
+//! Reciprocal attacker reporting to ipinsights `POST /api/v1/report`, fail2ban-style,
+//! consistent across replicas.
+//!
+//! Contract: an address is reported only when it is public, not allow-listed, one
+//! rule saw `maxretry` distinct signals of it within `findtime` (and the threat score
+//! asked for), its last report is older than the cooldown (default 60 min, never
+//! below the provider's 15 min), and the daily cap is not reached; it is reported at
+//! most once per cooldown whatever the number of replicas, restarts and crashes; and
+//! every decision is audited and counted. Dry-run (the default) decides and audits
+//! but sends nothing.
+//!
+//! # Design
+//!
+//! A reporter runs in the `ipenrich run` process next to the pipelines (config:
+//! top-level `reporters:`), as two Kafka consumer groups and a submitter:
+//!
+//! 1. **Signal stage** ([`signal`]): consumes a pipeline's *enriched* output topic,
+//!    evaluates the rules ([`rules`]) on each event and produces a [`rules::Signal`]
+//!    keyed by the attacker IP to the signals topic. Keying by IP puts every signal
+//!    of one IP in one partition, whichever replica saw the event; this is what
+//!    makes counting consistent (issue 5, point 3).
+//! 2. **Decision stage** ([`decide`]): a consumer group on the signals topic, so each
+//!    IP is counted and decided by exactly one consumer at a time. Its counters and
+//!    report ledger ([`state::Book`]) live in memory and in a compacted changelog
+//!    topic keyed by IP (partition n holds the state of signal partition n). When a
+//!    partition is assigned (start, restart, rebalance) its changelog is read to the
+//!    end *before* any of its signals is processed (in the rebalance callback, which
+//!    runs inside the consumer's poll). A state change is acknowledged by the broker
+//!    before the signal's offset is stored, and a report's ledger entry is written
+//!    *before* the report is sent: a SIGKILL at any point repeats no report (at worst
+//!    one is lost), and an IP whose signals came from two replicas still adds up to
+//!    its threshold. Signal ids make re-read signals count once. The Kafka Streams
+//!    pattern (repartition topic + changelog-backed state store) without the JVM.
+//! 3. **Submitter** ([`submit`]): draws a permit from the ipinsights budget shared
+//!    with lookups ([`submit::Permits`]), retries 429 after the pause, treats a 400
+//!    duplicate as done (ledger kept), never retries 422.
+//!
+//! Why not count in each pipeline replica? Each would see a share of an attacker's
+//! events and none might reach the threshold, or each would report it. Why not a
+//! shared database? Kafka is already the one dependency, and the changelog gives
+//! restore-on-rebalance with ordering guarantees per partition.
+//!
+//! Guards: [`crate::extract::classify`] must say `Public` (IPv4-mapped IPv6 is
+//! classified by its IPv4 address); `allow_list` CIDRs; cooldown; daily cap
+//! (counted over the ledger of the partitions this process owns: with N processes the
+//! worst case is N × cap); the comment comes from a template, is at most 1,024
+//! characters, and its sample has user names, host names, other addresses and the
+//! configured patterns redacted at the signal stage already.
+//!
+//! Metrics: `ipenrich_report_decisions_total{reporter,outcome}` and
+//! `ipenrich_report_signals_total{reporter}`; never an address.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+pub mod config;
+pub mod decide;
+pub mod rules;
+pub mod signal;
+pub mod state;
+pub mod submit;
+
+pub use config::ReporterConfig;
+pub use submit::{NoLimit, Outcome, Permits, ReportMetrics};
+
+use crate::lookup::providers::ProviderError;
+use crate::secret::SecretError;
+
+/// Why a reporter could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The config did not validate (normally caught at load).
+    #[error("invalid reporter config: {0}")]
+    Config(String),
+    /// A Kafka client failed.
+    #[error("kafka {what} failed")]
+    Kafka {
+        what: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    /// Metrics could not be registered.
+    #[error("registering reporter metrics failed")]
+    Metrics(#[from] prometheus::Error),
+    /// The audit file could not be written.
+    #[error("audit file {} failed", path.display())]
+    Audit {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API key could not be read.
+    #[error("ipinsights api key")]
+    Secret(#[from] SecretError),
+    /// The ipinsights client could not be built.
+    #[error("ipinsights client")]
+    Client(#[from] ProviderError),
+    /// A changelog partition could not be read back; the reporter stops rather than
+    /// decide without its ledger.
+    #[error("restoring changelog {topic} partition {partition} failed: {reason}")]
+    Restore {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
+    /// Topics that do not fit together.
+    #[error("{0}")]
+    Topology(String),
+}
+
+/// What a reporter did, at shutdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportSummary {
+    /// Signals produced by the signal stage.
+    pub signals: u64,
+    /// Decisions made by the decision stage.
+    pub decisions: u64,
+    /// Reports accepted by the provider.
+    pub sent: u64,
+}
+
+/// Runs one reporter (both stages) until `stop` turns true or a stage fails.
+/// `permits` is the ipinsights budget shared with the lookups of the same key.
+pub async fn run(
+    config: &ReporterConfig,
+    metrics: ReportMetrics,
+    permits: Arc<dyn Permits>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<ReportSummary, ReportError> {
+    let settings = config.validate().map_err(|problems| {
+        ReportError::Config(
+            problems
+                .into_iter()
+                .map(|(k, p)| format!("{k}: {p}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    info!(reporter = %settings.name, dry_run = settings.dry_run, rules = settings.rules.len(), "reporter starting");
+    let (tx, rx) = watch::channel(false);
+    let stages = async {
+        let fail_fast = |failed: bool| {
+            if failed {
+                let _ = tx.send(true);
+            }
+        };
+        tokio::join!(
+            async {
+                let r = signal::run(&settings, metrics.clone(), rx.clone()).await;
+                fail_fast(r.is_err());
+                r
+            },
+            async {
+                let r = decide::run(&settings, metrics.clone(), permits, rx.clone()).await;
+                fail_fast(r.is_err());
+                r
+            }
+        )
+    };
+    tokio::pin!(stages);
+    let (signals, decisions) = tokio::select! {
+        r = &mut stages => r,
+        _ = submit::stopped(&mut stop) => {
+            let _ = tx.send(true);
+            stages.await
+        }
+    };
+    let signals = signals?;
+    let (decisions, sent) = decisions?;
+    Ok(ReportSummary {
+        signals,
+        decisions,
+        sent,
+    })
+}
+
+/// Client properties shared by every Kafka client of a reporter.
+pub(crate) fn client_config(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+    client_id: &str,
+) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", brokers)
+        .set("client.id", client_id);
+    for (k, v) in options {
+        cc.set(k, v);
+    }
+    cc
+}
+
+/// An idempotent, `acks=all` producer. The partitioner is forced so every replica
+/// maps an IP to the same signal partition.
+pub(crate) fn producer(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+    client_id: &str,
+) -> Result<rdkafka::producer::FutureProducer, ReportError> {
+    let mut cc = client_config(brokers, options, client_id);
+    for (k, v) in [
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("partitioner", "consistent_random"),
+        ("linger.ms", "2"),
+    ] {
+        if options.get(k).is_some_and(|user| user != v) {
+            warn!(key = k, "option overridden: the reporter needs {k}={v}");
+        }
+        cc.set(k, v);
+    }
+    cc.create().map_err(|source| ReportError::Kafka {
+        what: "producer create",
+        source,
+    })
+}
+
+/// `1h`, `10m`, `90s`: durations for comments and messages.
+pub fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        format!("{}ms", d.as_millis())
+    } else if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}

@@ -1,0 +1,617 @@
+//! Wire types of the `reporters:` config section and their validation into
+//! [`ReporterSettings`] (compiled regexes, checked limits), without IO.
+//!
+//! Every problem is returned at once, keyed by its path below the reporter
+//! (`rules[0].when[1].matches`), so `config::validate` can prefix `reporters[i].`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::lookup::providers::ipinsights::{
+    ReportCategory, ReportSource, MAX_REPORT_CATEGORIES, MAX_REPORT_COMMENT,
+};
+
+/// The provider's own duplicate window: "the same IP repeatedly within 15 minutes
+/// from the same key is rate-limited" (ipinsights-api.txt, report section).
+pub const MIN_COOLDOWN: Duration = Duration::from_secs(15 * 60);
+
+/// Placeholders a comment template may use.
+pub const PLACEHOLDERS: [&str; 9] = [
+    "ip",
+    "rule",
+    "count",
+    "findtime",
+    "categories",
+    "source",
+    "sample",
+    "reporter",
+    "threat_score",
+];
+
+/// One reporter: signal stage, decision stage, submitter, audit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReporterConfig {
+    /// Name used in metric labels, logs and the default consumer group ids.
+    pub name: String,
+    /// Kafka bootstrap servers (`host:port,host:port`).
+    pub brokers: String,
+    /// Enriched topics to read: the `sink.kafka.topic` of the pipelines to watch.
+    pub topics: Vec<String>,
+    /// Name of the enrichment object in those events (the pipeline's `output.field`).
+    #[serde(default = "default_enrichment_field")]
+    pub enrichment_field: String,
+    /// Consumer group of the signal stage; default `ipenrich-report-<name>-signals`.
+    #[serde(default)]
+    pub signal_group_id: Option<String>,
+    /// Consumer group of the decision stage; default `ipenrich-report-<name>-decide`.
+    #[serde(default)]
+    pub decision_group_id: Option<String>,
+    /// Topic the signals go to, keyed by attacker IP (one partition per IP).
+    pub signals_topic: String,
+    /// Compacted topic of per-IP counters and the report ledger, keyed by IP. Needs at
+    /// least as many partitions as `signals_topic` (partition n holds the state of
+    /// the IPs of signal partition n).
+    pub changelog_topic: String,
+    /// Extra librdkafka properties for every client of this reporter (`security.protocol`, `sasl.*`).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// Which events are attack signals. An event may match several rules.
+    pub rules: Vec<RuleConfig>,
+    /// Networks never reported: your own, partners, scanners you trust.
+    #[serde(default)]
+    pub allow_list: Vec<IpNet>,
+    /// Least time between two reports of one IP; at least 15 minutes.
+    #[serde(default = "default_cooldown", with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// Most reports per UTC day, counted over the IPs this process owns.
+    #[serde(default = "default_daily_cap")]
+    pub daily_cap: u32,
+    /// Log and audit what would be sent, send nothing.
+    #[serde(default = "default_dry_run")]
+    pub dry_run: bool,
+    /// The report comment.
+    #[serde(default)]
+    pub comment: CommentConfig,
+    /// The ipinsights endpoint and key; required unless `dry_run`.
+    #[serde(default)]
+    pub ipinsights: Option<IpInsightsConfig>,
+    /// Where every decision is written.
+    pub audit: AuditConfig,
+    /// Attempts per report on 429 and transient errors before it is audited `failed`.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+/// Merge's default field name (README "Output").
+fn default_enrichment_field() -> String {
+    "enrichment".to_owned()
+}
+
+/// The issue: "cooldown per IP (default 60 min, never below the provider's 15 min)".
+fn default_cooldown() -> Duration {
+    Duration::from_secs(60 * 60)
+}
+
+/// Each report costs one unit of the hourly lookup quota (ipinsights-api.txt); 500 a
+/// day leaves most of a small plan to lookups.
+fn default_daily_cap() -> u32 {
+    500
+}
+
+/// The issue: dry-run is the default; sending is an explicit decision.
+fn default_dry_run() -> bool {
+    true
+}
+
+/// A 429 pause is usually seconds; five attempts ride out a short burst.
+fn default_max_attempts() -> u32 {
+    5
+}
+
+/// One signal rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Rule name: counters are kept per rule; shown in comments and the audit.
+    pub name: String,
+    /// Conditions that must all hold.
+    pub when: Vec<ConditionConfig>,
+    /// Which address of the event is the attacker.
+    pub attacker: AttackerConfig,
+    /// One to five ipinsights categories.
+    pub categories: Vec<ReportCategory>,
+    /// The ipinsights `source` value (wazuh, splunk, fail2ban, suricata, ...).
+    pub source: ReportSource,
+    /// Signals needed within `findtime` before the IP is reported.
+    #[serde(default = "default_maxretry")]
+    pub maxretry: u32,
+    /// Window in which `maxretry` signals must fall.
+    #[serde(default = "default_findtime", with = "humantime_serde")]
+    pub findtime: Duration,
+    /// Also require a threat score (0-100) of at least this in the enrichment.
+    #[serde(default)]
+    pub min_threat_score: Option<u8>,
+}
+
+/// fail2ban's `jail.conf` default `maxretry = 5`: one forged line is never enough.
+fn default_maxretry() -> u32 {
+    5
+}
+
+/// fail2ban's `jail.conf` default `findtime = 10m`.
+fn default_findtime() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// A condition on one event field; exactly one operator.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionConfig {
+    /// Dotted path of the field (`rule.level`); arrays along the way are walked.
+    pub field: String,
+    /// The value equals this (numbers compare numerically, `"10"` equals `10`).
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    /// The value equals one of these.
+    #[serde(default)]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// An array holding this element, or a string holding this substring.
+    #[serde(default)]
+    pub contains: Option<String>,
+    /// Numeric comparisons (strings holding numbers count).
+    #[serde(default)]
+    pub gt: Option<f64>,
+    /// Greater or equal.
+    #[serde(default)]
+    pub gte: Option<f64>,
+    /// Less than.
+    #[serde(default)]
+    pub lt: Option<f64>,
+    /// Less or equal.
+    #[serde(default)]
+    pub lte: Option<f64>,
+    /// A regex the text matches; named groups can pick the attacker (`capture`).
+    #[serde(default)]
+    pub matches: Option<String>,
+    /// The field is present (true) or absent (false).
+    #[serde(default)]
+    pub exists: Option<bool>,
+}
+
+/// Which address is the attacker; exactly one key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackerConfig {
+    /// The first extracted address with this role (`source`, `client`, ...).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// The first extracted address from this field path (`data.srcip`).
+    #[serde(default)]
+    pub field: Option<String>,
+    /// A named group of this rule's `matches` regex (`(?P<ip>...)`).
+    #[serde(default)]
+    pub capture: Option<String>,
+}
+
+/// The report comment: a template and what to redact from event text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommentConfig {
+    /// Template with `{ip}`, `{rule}`, `{count}`, `{findtime}`, `{categories}`,
+    /// `{source}`, `{sample}`, `{reporter}`, `{threat_score}`; cut to 1,024 characters.
+    #[serde(default = "default_template")]
+    pub template: String,
+    /// Extra regexes whose matches are replaced by `<redacted>` in the sample text.
+    #[serde(default)]
+    pub redact: Vec<String>,
+}
+
+impl Default for CommentConfig {
+    fn default() -> Self {
+        Self {
+            template: default_template(),
+            redact: Vec::new(),
+        }
+    }
+}
+
+/// Shaped like the documented example comment ("10 failed SSH logins from this IP in 60s").
+fn default_template() -> String {
+    "{count} {rule} events from this IP within {findtime} (ipenrich); sample: {sample}".to_owned()
+}
+
+/// The ipinsights report endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpInsightsConfig {
+    /// Base URL; tests point it at the simulator.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// The API key: `{env: VAR}` or `{file: /run/secrets/ipinsights}`; required unless `dry_run`.
+    #[serde(default)]
+    pub api_key: Option<crate::config::KeySource>,
+}
+
+/// The production endpoint of ipinsights-api.txt.
+fn default_base_url() -> String {
+    "https://ipinsights.io".to_owned()
+}
+
+/// Where decisions are audited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum AuditConfig {
+    /// A Kafka topic, one JSON record per decision keyed by IP.
+    Kafka(AuditKafkaConfig),
+    /// A file of JSON lines (appended).
+    File(AuditFileConfig),
+}
+
+/// Audit topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditKafkaConfig {
+    /// Topic name.
+    pub topic: String,
+}
+
+/// Audit file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFileConfig {
+    /// Path of the JSON-lines file.
+    pub path: PathBuf,
+}
+
+/// A checked condition.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Equals(serde_json::Value),
+    OneOf(Vec<serde_json::Value>),
+    Contains(String),
+    Gt(f64),
+    Gte(f64),
+    Lt(f64),
+    Lte(f64),
+    Matches(Regex),
+    Exists(bool),
+}
+
+/// A checked condition on a field.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    /// Path segments.
+    pub path: Vec<String>,
+    /// The dotted path, for samples.
+    pub field: String,
+    /// The operator.
+    pub op: Op,
+}
+
+/// A checked attacker selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attacker {
+    Role(String),
+    Field(String),
+    Capture(String),
+}
+
+/// A checked rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub when: Vec<Condition>,
+    pub attacker: Attacker,
+    pub categories: Vec<ReportCategory>,
+    pub source: ReportSource,
+    pub maxretry: u32,
+    pub findtime: Duration,
+    pub min_threat_score: Option<u8>,
+}
+
+/// A validated reporter.
+#[derive(Debug, Clone)]
+pub struct ReporterSettings {
+    pub name: String,
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub enrichment_field: String,
+    pub signal_group_id: String,
+    pub decision_group_id: String,
+    pub signals_topic: String,
+    pub changelog_topic: String,
+    pub options: BTreeMap<String, String>,
+    pub rules: Vec<Rule>,
+    pub allow_list: Vec<IpNet>,
+    pub cooldown: Duration,
+    pub daily_cap: u32,
+    pub dry_run: bool,
+    pub template: String,
+    pub redact: Vec<Regex>,
+    pub ipinsights: Option<IpInsightsConfig>,
+    pub audit: AuditConfig,
+    pub max_attempts: u32,
+}
+
+impl ReporterConfig {
+    /// Checks everything the parser cannot; returns `(key, problem)` for every problem.
+    pub fn validate(&self) -> Result<ReporterSettings, Vec<(String, String)>> {
+        let mut problems: Vec<(String, String)> = Vec::new();
+        let mut bad = |key: String, problem: String| problems.push((key, problem));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bad(
+                "name".into(),
+                "use letters, digits, '-' and '_' only".into(),
+            );
+        }
+        if self.brokers.trim().is_empty() {
+            bad("brokers".into(), "must not be empty".into());
+        }
+        if self.topics.is_empty() {
+            bad(
+                "topics".into(),
+                "at least one enriched topic is required".into(),
+            );
+        }
+        let mut own = vec![
+            ("signals_topic", &self.signals_topic),
+            ("changelog_topic", &self.changelog_topic),
+        ];
+        if let AuditConfig::Kafka(a) = &self.audit {
+            own.push(("audit.kafka.topic", &a.topic));
+        }
+        let mut seen = HashSet::new();
+        for (key, topic) in &own {
+            if topic.is_empty() {
+                bad((*key).into(), "must not be empty".into());
+            } else if self.topics.contains(topic) {
+                bad(
+                    (*key).into(),
+                    format!("{topic:?} is also an input topic: signals would loop"),
+                );
+            } else if !seen.insert(topic.as_str()) {
+                bad((*key).into(), format!("{topic:?} is used twice"));
+            }
+        }
+        if self.cooldown < MIN_COOLDOWN {
+            bad(
+                "cooldown".into(),
+                format!(
+                    "{} is below the provider's 15 minute duplicate window",
+                    super::fmt_duration(self.cooldown)
+                ),
+            );
+        }
+        if self.daily_cap == 0 {
+            bad("daily_cap".into(), "must be at least 1".into());
+        }
+        if self.max_attempts == 0 {
+            bad("max_attempts".into(), "must be at least 1".into());
+        }
+        match &self.ipinsights {
+            None if !self.dry_run => bad(
+                "ipinsights".into(),
+                "required when dry_run is false (base_url and api_key)".into(),
+            ),
+            Some(i) => {
+                if i.api_key.is_none() && !self.dry_run {
+                    bad(
+                        "ipinsights.api_key".into(),
+                        "required when dry_run is false ({env: VAR} or {file: PATH})".into(),
+                    );
+                }
+                if let Err(e) = reqwest::Url::parse(&i.base_url) {
+                    bad("ipinsights.base_url".into(), format!("does not parse: {e}"));
+                }
+            }
+            None => {}
+        }
+        let template = &self.comment.template;
+        if let Err(problem) = check_template(template) {
+            bad("comment.template".into(), problem);
+        }
+        let mut redact = Vec::new();
+        for (i, r) in self.comment.redact.iter().enumerate() {
+            match Regex::new(r) {
+                Ok(re) => redact.push(re),
+                Err(e) => bad(format!("comment.redact[{i}]"), format!("bad regex: {e}")),
+            }
+        }
+        if self.rules.is_empty() {
+            bad("rules".into(), "at least one rule is required".into());
+        }
+        let mut names = HashSet::new();
+        let mut rules = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let at = |k: &str| format!("rules[{i}].{k}");
+            if r.name.is_empty() {
+                bad(at("name"), "must not be empty".into());
+            } else if !names.insert(r.name.as_str()) {
+                bad(at("name"), format!("duplicate rule name {:?}", r.name));
+            }
+            let mut distinct = r.categories.clone();
+            distinct.sort_by_key(|c| *c as u8);
+            distinct.dedup();
+            if distinct.is_empty() || distinct.len() > MAX_REPORT_CATEGORIES {
+                bad(
+                    at("categories"),
+                    format!("give 1 to {MAX_REPORT_CATEGORIES} distinct categories"),
+                );
+            }
+            if r.maxretry == 0 {
+                bad(at("maxretry"), "must be at least 1".into());
+            }
+            if r.findtime.is_zero() {
+                bad(at("findtime"), "must be longer than 0s".into());
+            }
+            if r.min_threat_score.is_some_and(|s| s > 100) {
+                bad(at("min_threat_score"), "scores go from 0 to 100".into());
+            }
+            if r.when.is_empty() {
+                bad(at("when"), "at least one condition is required".into());
+            }
+            let mut when = Vec::new();
+            for (j, c) in r.when.iter().enumerate() {
+                match c.check() {
+                    Ok(op) => when.push(Condition {
+                        path: c.field.split('.').map(str::to_owned).collect(),
+                        field: c.field.clone(),
+                        op,
+                    }),
+                    Err(problem) => bad(format!("rules[{i}].when[{j}]"), problem),
+                }
+            }
+            let a = &r.attacker;
+            let attacker = match (&a.role, &a.field, &a.capture) {
+                (Some(role), None, None) => Some(Attacker::Role(role.clone())),
+                (None, Some(field), None) => Some(Attacker::Field(field.clone())),
+                (None, None, Some(group)) => {
+                    let has_group = when.iter().any(|c| {
+                        matches!(&c.op, Op::Matches(re) if re.capture_names().flatten().any(|n| n == group))
+                    });
+                    if !has_group {
+                        bad(
+                            at("attacker.capture"),
+                            format!("no `matches` regex of this rule has a group named {group:?}"),
+                        );
+                    }
+                    Some(Attacker::Capture(group.clone()))
+                }
+                _ => {
+                    bad(
+                        at("attacker"),
+                        "give exactly one of role, field and capture".into(),
+                    );
+                    None
+                }
+            };
+            if let Some(attacker) = attacker {
+                rules.push(Rule {
+                    name: r.name.clone(),
+                    when,
+                    attacker,
+                    categories: distinct,
+                    source: r.source,
+                    maxretry: r.maxretry,
+                    findtime: r.findtime,
+                    min_threat_score: r.min_threat_score,
+                });
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(ReporterSettings {
+            name: self.name.clone(),
+            brokers: self.brokers.clone(),
+            topics: self.topics.clone(),
+            enrichment_field: self.enrichment_field.clone(),
+            signal_group_id: self
+                .signal_group_id
+                .clone()
+                .unwrap_or_else(|| format!("ipenrich-report-{}-signals", self.name)),
+            decision_group_id: self
+                .decision_group_id
+                .clone()
+                .unwrap_or_else(|| format!("ipenrich-report-{}-decide", self.name)),
+            signals_topic: self.signals_topic.clone(),
+            changelog_topic: self.changelog_topic.clone(),
+            options: self.options.clone(),
+            rules,
+            allow_list: self.allow_list.clone(),
+            cooldown: self.cooldown,
+            daily_cap: self.daily_cap,
+            dry_run: self.dry_run,
+            template: template.clone(),
+            redact,
+            ipinsights: self.ipinsights.clone(),
+            audit: self.audit.clone(),
+            max_attempts: self.max_attempts,
+        })
+    }
+}
+
+impl ConditionConfig {
+    fn check(&self) -> Result<Op, String> {
+        if self.field.is_empty() || self.field.split('.').any(str::is_empty) {
+            return Err(format!("bad field path {:?}", self.field));
+        }
+        let mut ops = Vec::new();
+        if let Some(v) = &self.equals {
+            ops.push(Op::Equals(v.clone()));
+        }
+        if let Some(v) = &self.one_of {
+            ops.push(Op::OneOf(v.clone()));
+        }
+        if let Some(v) = &self.contains {
+            ops.push(Op::Contains(v.clone()));
+        }
+        for (v, f) in [
+            (self.gt, Op::Gt as fn(f64) -> Op),
+            (self.gte, Op::Gte),
+            (self.lt, Op::Lt),
+            (self.lte, Op::Lte),
+        ] {
+            if let Some(v) = v {
+                ops.push(f(v));
+            }
+        }
+        if let Some(r) = &self.matches {
+            ops.push(Op::Matches(
+                Regex::new(r).map_err(|e| format!("bad regex in `matches`: {e}"))?,
+            ));
+        }
+        if let Some(v) = self.exists {
+            ops.push(Op::Exists(v));
+        }
+        match ops.len() {
+            1 => Ok(ops.remove(0)),
+            0 => Err(
+                "give one operator: equals, one_of, contains, gt, gte, lt, lte, matches or exists"
+                    .into(),
+            ),
+            _ => {
+                Err("give only one operator per condition (add another condition for more)".into())
+            }
+        }
+    }
+}
+
+/// Every `{name}` must be a known placeholder; `{{` and `}}` are literal braces.
+fn check_template(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if rest[open..].starts_with("{{") {
+            rest = &rest[open + 2..];
+            continue;
+        }
+        let Some(close) = rest[open..].find('}') else {
+            return Err("unclosed `{`".into());
+        };
+        let name = &rest[open + 1..open + close];
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "unknown placeholder {{{name}}}; known: {}",
+                PLACEHOLDERS.join(", ")
+            ));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    if template.chars().count() > MAX_REPORT_COMMENT {
+        return Err(format!(
+            "longer than the provider's {MAX_REPORT_COMMENT} characters"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,491 @@
+//! Decision stage: signals in (one consumer per IP), verdicts, reports, audit.
+//!
+//! Contract, per signal and in this order: the verdict is taken on the book;
+//! a changed IP state is written to the changelog and acknowledged; a report is
+//! sent (or, in dry-run, not); the decision is audited (acknowledged or flushed);
+//! only then is the signal's offset stored. When partitions are assigned, their
+//! changelog is read to the end before their first signal is decided; when they
+//! are revoked, their IPs are forgotten. A restore that fails stops the reporter:
+//! deciding without the ledger could repeat reports.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::config::{AuditConfig, ReporterSettings};
+use super::rules::{render_comment, CommentVars, Signal};
+use super::state::{Book, Candidate, Clock, IpState, Verdict};
+use super::submit::{
+    stopped, AuditRecord, AuditSink, Outcome, Permits, ReportMetrics, Sent, Submitter,
+};
+use super::{fmt_duration, ReportError};
+use crate::lookup::providers::http::HttpSettings;
+use crate::lookup::providers::ipinsights::{IpInsightsClient, ReportRequest};
+use crate::secret::Secret;
+
+/// How long reading one changelog partition back may take.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often IPs with nothing left to remember are dropped (and tombstoned).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Reads changelog partitions back.
+struct Restorer {
+    brokers: String,
+    options: std::collections::BTreeMap<String, String>,
+    topic: String,
+    group: String,
+}
+
+impl Restorer {
+    /// Every record of one changelog partition, oldest first (blocking).
+    fn read(&self, partition: i32) -> Result<Vec<(IpAddr, Option<IpState>)>, ReportError> {
+        let fail = |reason: String| ReportError::Restore {
+            topic: self.topic.clone(),
+            partition,
+            reason,
+        };
+        let mut cc = super::client_config(&self.brokers, &self.options, &self.group);
+        cc.set("group.id", &self.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        let consumer: BaseConsumer = cc.create().map_err(|e| fail(e.to_string()))?;
+        let (low, high) = consumer
+            .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
+            .map_err(|e| fail(e.to_string()))?;
+        let mut out = Vec::new();
+        if high <= low {
+            return Ok(out);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(low))
+            .map_err(|e| fail(e.to_string()))?;
+        consumer.assign(&tpl).map_err(|e| fail(e.to_string()))?;
+        // Blocking on purpose: this runs in the rebalance callback, inside the poll
+        // of the decision consumer, so no signal of the partition is handed out
+        // before its state is back.
+        let deadline = tokio::time::Instant::now() + RESTORE_TIMEOUT;
+        loop {
+            if tokio::time::Instant::now() > deadline {
+                return Err(fail(format!(
+                    "not at offset {high} after {RESTORE_TIMEOUT:?}"
+                )));
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let ip = m
+                        .key()
+                        .and_then(|k| std::str::from_utf8(k).ok())
+                        .and_then(|k| k.parse::<IpAddr>().ok());
+                    match ip {
+                        Some(ip) => {
+                            let state = match m.payload() {
+                                None => None,
+                                Some(p) => match serde_json::from_slice::<IpState>(p) {
+                                    Ok(s) => Some(s),
+                                    Err(e) => {
+                                        warn!(topic = %self.topic, partition, offset = m.offset(), error = %e, "changelog record skipped");
+                                        continue;
+                                    }
+                                },
+                            };
+                            out.push((ip, state));
+                        }
+                        None => {
+                            warn!(topic = %self.topic, partition, offset = m.offset(), "changelog record without an ip key")
+                        }
+                    }
+                    if m.offset() >= high - 1 {
+                        return Ok(out);
+                    }
+                }
+                Some(Err(e)) => return Err(fail(e.to_string())),
+                None => {
+                    // Compaction may leave gaps at the end: ask where we are.
+                    let at = consumer.position().ok().and_then(|p| {
+                        p.find_partition(&self.topic, partition)
+                            .and_then(|e| e.offset().to_raw())
+                    });
+                    if at.is_some_and(|o| o >= high) {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rebalance callbacks: restore assigned partitions, forget revoked ones.
+struct DecideContext {
+    book: Arc<Mutex<Book>>,
+    restorer: Restorer,
+    signals_topic: String,
+    failed: Arc<Mutex<Option<ReportError>>>,
+    reporter: String,
+}
+
+impl ClientContext for DecideContext {}
+
+impl ConsumerContext for DecideContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut book = self.book.lock().expect("book lock");
+            for e in tpl.elements_for_topic(&self.signals_topic) {
+                book.drop_partition(e.partition());
+            }
+            info!(reporter = %self.reporter, partitions = tpl.count(), "decision partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                for e in tpl.elements_for_topic(&self.signals_topic) {
+                    let p = e.partition();
+                    match self.restorer.read(p) {
+                        Ok(records) => {
+                            let n = records.len();
+                            let mut book = self.book.lock().expect("book lock");
+                            book.drop_partition(p);
+                            for (ip, state) in records {
+                                book.restore(p, ip, state);
+                            }
+                            info!(reporter = %self.reporter, partition = p, records = n, ips = book.len(), "decision partition restored");
+                        }
+                        Err(e) => {
+                            warn!(reporter = %self.reporter, error = %e, "changelog restore failed");
+                            *self.failed.lock().expect("failed lock") = Some(e);
+                        }
+                    }
+                }
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!(reporter = %self.reporter, error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Partition counts of a topic.
+fn partitions(consumer: &StreamConsumer<DecideContext>, topic: &str) -> Result<usize, ReportError> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| ReportError::Kafka {
+            what: "metadata",
+            source,
+        })?;
+    let t = md
+        .topics()
+        .first()
+        .ok_or_else(|| ReportError::Topology(format!("topic {topic} not found")))?;
+    if let Some(e) = t.error() {
+        return Err(ReportError::Topology(format!(
+            "topic {topic}: {:?} (create it first; the changelog with cleanup.policy=compact)",
+            e
+        )));
+    }
+    Ok(t.partitions().len())
+}
+
+/// Writes one IP's state (or a tombstone) to its changelog partition and waits for the ack.
+async fn write_state(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    ip: IpAddr,
+    state: Option<&IpState>,
+) -> Result<(), ReportError> {
+    let key = ip.to_string();
+    let value = state.map(|s| serde_json::to_vec(s).expect("state serialises"));
+    let mut record = FutureRecord::<String, Vec<u8>>::to(topic)
+        .key(&key)
+        .partition(partition);
+    if let Some(v) = &value {
+        record = record.payload(v);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(source, _)| ReportError::Kafka {
+            what: "changelog produce",
+            source,
+        })?;
+    Ok(())
+}
+
+/// Runs the decision stage until `stop`; returns (decisions, reports accepted).
+pub async fn run(
+    settings: &ReporterSettings,
+    metrics: ReportMetrics,
+    permits: Arc<dyn Permits>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(u64, u64), ReportError> {
+    let reporter = settings.name.as_str();
+    let client_id = format!("ipenrich-report-{reporter}-decide");
+    let submitter = match (&settings.ipinsights, settings.dry_run) {
+        (_, true) => None,
+        (None, false) => {
+            return Err(ReportError::Config(
+                "ipinsights is required unless dry_run".into(),
+            ))
+        }
+        (Some(i), false) => {
+            let key = match &i.api_key {
+                Some(crate::config::KeySource::Env(var)) => Secret::from_env(var)?,
+                Some(crate::config::KeySource::File(path)) => Secret::from_file(path)?,
+                None => {
+                    return Err(ReportError::Config(
+                        "ipinsights.api_key is required unless dry_run".into(),
+                    ))
+                }
+            };
+            let client = IpInsightsClient::new(&HttpSettings::new(&i.base_url, key)?)?;
+            Some(Submitter::new(client, permits, settings.max_attempts))
+        }
+    };
+    let audit = match &settings.audit {
+        AuditConfig::File(f) => AuditSink::file(f.path.clone()).await?,
+        AuditConfig::Kafka(k) => AuditSink::Kafka {
+            producer: super::producer(&settings.brokers, &settings.options, &client_id)?,
+            topic: k.topic.clone(),
+        },
+    };
+    let changelog = super::producer(&settings.brokers, &settings.options, &client_id)?;
+    let book = Arc::new(Mutex::new(Book::new(settings)));
+    let failed = Arc::new(Mutex::new(None));
+    let context = DecideContext {
+        book: book.clone(),
+        restorer: Restorer {
+            brokers: settings.brokers.clone(),
+            options: settings.options.clone(),
+            topic: settings.changelog_topic.clone(),
+            group: format!("{}-restore", settings.decision_group_id),
+        },
+        signals_topic: settings.signals_topic.clone(),
+        failed: failed.clone(),
+        reporter: reporter.to_owned(),
+    };
+    let mut cc = super::client_config(&settings.brokers, &settings.options, &client_id);
+    cc.set("group.id", &settings.decision_group_id)
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000");
+    let consumer: StreamConsumer<DecideContext> =
+        cc.create_with_context(context)
+            .map_err(|source| ReportError::Kafka {
+                what: "decision consumer create",
+                source,
+            })?;
+    let signal_partitions = partitions(&consumer, &settings.signals_topic)?;
+    let changelog_partitions = partitions(&consumer, &settings.changelog_topic)?;
+    if changelog_partitions < signal_partitions {
+        return Err(ReportError::Topology(format!(
+            "changelog topic {} has {changelog_partitions} partitions, the signals topic {} has {signal_partitions}: it needs at least as many",
+            settings.changelog_topic, settings.signals_topic
+        )));
+    }
+    consumer
+        .subscribe(&[&settings.signals_topic])
+        .map_err(|source| ReportError::Kafka {
+            what: "decision subscribe",
+            source,
+        })?;
+    let clock = Clock::system();
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut decisions, mut sent) = (0u64, 0u64);
+    info!(reporter, topic = %settings.signals_topic, dry_run = settings.dry_run, "decision stage running");
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            _ = sweep.tick() => {
+                let gone = book.lock().expect("book lock").sweep(clock.now_ms());
+                for (p, ip) in gone {
+                    write_state(&changelog, &settings.changelog_topic, p, ip, None).await?;
+                }
+                continue;
+            }
+            msg = consumer.recv() => msg,
+        };
+        if let Some(e) = failed.lock().expect("failed lock").take() {
+            return Err(e);
+        }
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(reporter, error = %e, "decision consumer error");
+                continue;
+            }
+        };
+        let (partition, offset) = (msg.partition(), msg.offset());
+        let signal = msg
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Signal>(p).ok())
+            .filter(|s| s.reporter == reporter);
+        let Some(signal) = signal else {
+            debug!(
+                reporter,
+                partition, offset, "signal skipped (undecodable or another reporter's)"
+            );
+            let _ = consumer.store_offset(&settings.signals_topic, partition, offset);
+            continue;
+        };
+        let now = clock.now_ms();
+        let (verdict, dirty, snapshot) = {
+            let mut b = book.lock().expect("book lock");
+            let (verdict, dirty) = b.on_signal(partition, &signal, now);
+            let snapshot = dirty.then(|| b.state(&signal.ip).cloned()).flatten();
+            (verdict, dirty, snapshot)
+        };
+        if dirty {
+            write_state(
+                &changelog,
+                &settings.changelog_topic,
+                partition,
+                signal.ip,
+                snapshot.as_ref(),
+            )
+            .await?;
+        }
+        let mut record = AuditRecord {
+            at_ms: now,
+            reporter: reporter.to_owned(),
+            ip: signal.ip,
+            outcome: Outcome::BelowThreshold,
+            rule: signal.rule.clone(),
+            count: None,
+            categories: Vec::new(),
+            source: None,
+            comment: None,
+            report_id: None,
+            error: None,
+            dry_run: settings.dry_run,
+        };
+        let mut stopping = false;
+        record.outcome = match verdict {
+            Verdict::NotPublic => Outcome::NotPublic,
+            Verdict::AllowListed => Outcome::AllowListed,
+            Verdict::BelowThreshold { count } => {
+                record.count = Some(count);
+                Outcome::BelowThreshold
+            }
+            Verdict::Cooldown => Outcome::Cooldown,
+            Verdict::Capped => Outcome::Capped,
+            Verdict::Report(c) => {
+                let request = request(settings, &c);
+                record.count = Some(c.count);
+                record.categories = request.categories.clone();
+                record.source = request.source;
+                record.comment = request.comment.clone();
+                match &submitter {
+                    None => {
+                        info!(reporter, rule = %c.rule, count = c.count, "dry run: would report");
+                        Outcome::DryRun
+                    }
+                    Some(s) => match s.send(&request, &mut stop).await {
+                        Sent::Accepted(id) => {
+                            record.report_id = Some(id);
+                            sent += 1;
+                            Outcome::Sent
+                        }
+                        Sent::Duplicate => Outcome::Deduplicated,
+                        Sent::Failed { error, retryable } => {
+                            warn!(reporter, rule = %c.rule, %error, retryable, "report failed");
+                            if retryable {
+                                revert(&book, &c, &changelog, &settings.changelog_topic, partition)
+                                    .await?;
+                            }
+                            record.error = Some(error);
+                            Outcome::Failed
+                        }
+                        Sent::Stopped => {
+                            // Not sent: undo and leave the offset unstored, so the
+                            // next owner decides this signal again.
+                            revert(&book, &c, &changelog, &settings.changelog_topic, partition)
+                                .await?;
+                            stopping = true;
+                            Outcome::Failed
+                        }
+                    },
+                }
+            }
+        };
+        if stopping {
+            break;
+        }
+        audit.write(&record).await?;
+        metrics.decision(reporter, record.outcome);
+        decisions += 1;
+        if let Err(e) = consumer.store_offset(&settings.signals_topic, partition, offset) {
+            debug!(reporter, error = %e, partition, "offset not stored");
+        }
+    }
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        debug!(reporter, error = %e, "final decision commit");
+    }
+    info!(reporter, decisions, sent, "decision stage stopped");
+    Ok((decisions, sent))
+}
+
+async fn revert(
+    book: &Mutex<Book>,
+    c: &Candidate,
+    changelog: &FutureProducer,
+    topic: &str,
+    partition: i32,
+) -> Result<(), ReportError> {
+    let snapshot = {
+        let mut b = book.lock().expect("book lock");
+        b.revert(c);
+        b.state(&c.ip).cloned()
+    };
+    write_state(changelog, topic, partition, c.ip, snapshot.as_ref()).await
+}
+
+/// The report for a candidate, comment from the template.
+pub fn request(settings: &ReporterSettings, c: &Candidate) -> ReportRequest {
+    let categories: Vec<String> = c
+        .categories
+        .iter()
+        .map(|x| {
+            serde_json::to_value(x)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        })
+        .collect();
+    let source = serde_json::to_value(c.source)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let comment = render_comment(
+        &settings.template,
+        &CommentVars {
+            ip: c.ip,
+            rule: &c.rule,
+            count: c.count,
+            findtime: &fmt_duration(c.findtime),
+            categories: &categories.join(", "),
+            source: &source,
+            sample: c.sample.as_deref().unwrap_or("-"),
+            reporter: &settings.name,
+            threat_score: c.threat_score,
+        },
+    );
+    ReportRequest {
+        ip: c.ip,
+        categories: c.categories.clone(),
+        comment: (!comment.is_empty()).then_some(comment),
+        source: Some(c.source),
+    }
+}

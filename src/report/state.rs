@@ -1,0 +1,609 @@
+//! The decision book: per-IP counters and the report ledger, and the verdict on
+//! each signal. Pure: no IO, time passed in as milliseconds since the epoch.
+//!
+//! Contract: an IP gets a `Report` verdict only if it is public
+//! ([`crate::extract::classify`] says [`IpClass::Public`]), not allow-listed, one rule
+//! has `maxretry` distinct signals within its `findtime` (and the threat score it
+//! asks for), the last report is older than the cooldown, and fewer than
+//! `daily_cap` reports were made this UTC day. The verdict already writes the
+//! report into the ledger (the caller persists it *before* sending), so a crash
+//! between persisting and sending loses a report but never repeats one. A signal
+//! id seen before is not counted again (re-read after a crash or a rebalance).
+//! Every [`IpState`] is what the changelog topic holds under the IP's key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::config::ReporterSettings;
+use super::rules::Signal;
+use crate::extract::{classify, IpClass};
+use crate::lookup::providers::ipinsights::{ReportCategory, ReportSource};
+
+const DAY_MS: u64 = 86_400_000;
+
+/// Wall-clock milliseconds driven by tokio's clock: read `SystemTime` once, then
+/// advance with `tokio::time::Instant`, so paused-time tests move it with `advance()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base_ms: u64,
+    start: tokio::time::Instant,
+}
+
+impl Clock {
+    /// Anchored at the current wall-clock time.
+    pub fn system() -> Self {
+        let base_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self::starting_at(base_ms)
+    }
+
+    /// Anchored at `base_ms` (tests).
+    pub fn starting_at(base_ms: u64) -> Self {
+        Self {
+            base_ms,
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.base_ms + self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// One counted signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hit {
+    /// Signal time, ms since the epoch.
+    pub at: u64,
+    /// Signal id.
+    pub id: u64,
+    /// Threat score carried by the signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<u8>,
+}
+
+/// Everything known about one IP: the changelog value under its key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IpState {
+    /// Recent signals per rule, newest last, at most `maxretry` of them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hits: BTreeMap<String, Vec<Hit>>,
+    /// When the IP was last reported (or would have been, in dry-run), ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report: Option<u64>,
+    /// Whether that last report was a dry run.
+    #[serde(default)]
+    pub last_report_dry_run: bool,
+    /// Latest redacted sample, for the comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<String>,
+}
+
+/// A report to make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub ip: IpAddr,
+    pub rule: String,
+    pub categories: Vec<ReportCategory>,
+    pub source: ReportSource,
+    pub count: usize,
+    pub findtime: Duration,
+    pub threat_score: Option<u8>,
+    pub sample: Option<String>,
+    /// The IP's state just before the report (signal counted, ledger untouched),
+    /// put back if the report could not be sent and may be tried again.
+    pub previous: IpState,
+}
+
+/// The decision on one signal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Not a public address.
+    NotPublic,
+    /// In the allow-list.
+    AllowListed,
+    /// Not (yet) enough signals, or too low a threat score; `count` within findtime.
+    BelowThreshold { count: usize },
+    /// Reported less than `cooldown` ago.
+    Cooldown,
+    /// The daily cap is reached.
+    Capped,
+    /// Report it (the ledger already says so).
+    Report(Box<Candidate>),
+}
+
+#[derive(Debug, Clone)]
+struct Policy {
+    maxretry: usize,
+    findtime_ms: u64,
+    findtime: Duration,
+    min_threat_score: Option<u8>,
+    categories: Vec<ReportCategory>,
+    source: ReportSource,
+}
+
+/// The state of the IPs of the partitions this consumer owns.
+pub struct Book {
+    policies: HashMap<String, Policy>,
+    allow_list: Vec<IpNet>,
+    cooldown_ms: u64,
+    daily_cap: u32,
+    dry_run: bool,
+    ips: HashMap<IpAddr, (i32, IpState)>,
+}
+
+impl Book {
+    /// An empty book for these settings.
+    pub fn new(settings: &ReporterSettings) -> Self {
+        Self {
+            policies: settings
+                .rules
+                .iter()
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        Policy {
+                            maxretry: r.maxretry.max(1) as usize,
+                            findtime_ms: r.findtime.as_millis() as u64,
+                            findtime: r.findtime,
+                            min_threat_score: r.min_threat_score,
+                            categories: r.categories.clone(),
+                            source: r.source,
+                        },
+                    )
+                })
+                .collect(),
+            allow_list: settings.allow_list.clone(),
+            cooldown_ms: settings.cooldown.as_millis() as u64,
+            daily_cap: settings.daily_cap,
+            dry_run: settings.dry_run,
+            ips: HashMap::new(),
+        }
+    }
+
+    /// The state of one IP, if any.
+    pub fn state(&self, ip: &IpAddr) -> Option<&IpState> {
+        self.ips.get(ip).map(|(_, s)| s)
+    }
+
+    /// Number of IPs held.
+    pub fn len(&self) -> usize {
+        self.ips.len()
+    }
+
+    /// True when no IP is held.
+    pub fn is_empty(&self) -> bool {
+        self.ips.is_empty()
+    }
+
+    /// Applies one changelog record (`None`: a tombstone).
+    pub fn restore(&mut self, partition: i32, ip: IpAddr, state: Option<IpState>) {
+        match state {
+            Some(s) => {
+                self.ips.insert(ip, (partition, s));
+            }
+            None => {
+                self.ips.remove(&ip);
+            }
+        }
+    }
+
+    /// Forgets the IPs of a partition this consumer no longer owns.
+    pub fn drop_partition(&mut self, partition: i32) {
+        self.ips.retain(|_, (p, _)| *p != partition);
+    }
+
+    /// True when `ip` is in the allow-list (IPv4-mapped IPv6 is matched as IPv4).
+    pub fn allow_listed(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow_list.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Decides on a signal. The second value says whether the IP's state changed
+    /// and must be written to the changelog before anything else happens.
+    pub fn on_signal(&mut self, partition: i32, signal: &Signal, now_ms: u64) -> (Verdict, bool) {
+        let ip = signal.ip;
+        if classify(ip) != IpClass::Public {
+            return (Verdict::NotPublic, false);
+        }
+        if self.allow_listed(ip) {
+            return (Verdict::AllowListed, false);
+        }
+        let Some(policy) = self.policies.get(&signal.rule) else {
+            return (Verdict::BelowThreshold { count: 0 }, false);
+        };
+        let reports_today = self.reports_today(now_ms);
+        let (slot, state) = self
+            .ips
+            .entry(ip)
+            .or_insert_with(|| (partition, IpState::default()));
+        *slot = partition;
+        let hits = state.hits.entry(signal.rule.clone()).or_default();
+        let mut dirty = false;
+        if !hits.iter().any(|h| h.id == signal.id) {
+            let at = hits.partition_point(|h| h.at <= signal.at_ms);
+            hits.insert(
+                at,
+                Hit {
+                    at: signal.at_ms,
+                    id: signal.id,
+                    score: signal.threat_score,
+                },
+            );
+            dirty = true;
+            if signal.sample.is_some() {
+                state.sample = signal.sample.clone();
+            }
+        }
+        let newest = hits.last().map_or(0, |h| h.at);
+        let before = hits.len();
+        hits.retain(|h| h.at + policy.findtime_ms >= newest);
+        if hits.len() > policy.maxretry {
+            hits.drain(..hits.len() - policy.maxretry);
+        }
+        dirty |= hits.len() != before;
+        let count = hits.len();
+        let score = hits.iter().filter_map(|h| h.score).max();
+        let threat_ok = policy
+            .min_threat_score
+            .is_none_or(|min| score.is_some_and(|s| s >= min));
+        if count < policy.maxretry || !threat_ok {
+            return (Verdict::BelowThreshold { count }, dirty);
+        }
+        let counts = !state.last_report_dry_run || self.dry_run;
+        if let Some(last) = state.last_report.filter(|_| counts) {
+            if now_ms.saturating_sub(last) < self.cooldown_ms {
+                return (Verdict::Cooldown, dirty);
+            }
+        }
+        if reports_today >= self.daily_cap {
+            return (Verdict::Capped, dirty);
+        }
+        let previous = state.clone();
+        state.last_report = Some(now_ms);
+        state.last_report_dry_run = self.dry_run;
+        // As fail2ban resets the failure count on a ban: after the cooldown a fresh
+        // `maxretry` signals are needed.
+        state.hits.clear();
+        let candidate = Candidate {
+            ip,
+            rule: signal.rule.clone(),
+            categories: policy.categories.clone(),
+            source: policy.source,
+            count,
+            findtime: policy.findtime,
+            threat_score: score,
+            sample: state.sample.clone(),
+            previous,
+        };
+        (Verdict::Report(Box::new(candidate)), true)
+    }
+
+    /// Undoes a report that could not be sent (retryable failure, shutdown): the
+    /// ledger entry goes and the counted signals come back.
+    pub fn revert(&mut self, candidate: &Candidate) {
+        if let Some((_, s)) = self.ips.get_mut(&candidate.ip) {
+            *s = candidate.previous.clone();
+        }
+    }
+
+    /// Reports made in the UTC day of `now_ms` that count in this mode (a dry run
+    /// counts dry-run and real ones, a real run only real ones).
+    pub fn reports_today(&self, now_ms: u64) -> u32 {
+        let today = now_ms / DAY_MS;
+        self.ips
+            .values()
+            .filter(|(_, s)| {
+                s.last_report.is_some_and(|t| {
+                    t / DAY_MS == today && (self.dry_run || !s.last_report_dry_run)
+                })
+            })
+            .count() as u32
+    }
+
+    /// Forgets IPs with no signal within any findtime and no ledger entry that still
+    /// matters (cooldown over and not from today); returns them for tombstones.
+    pub fn sweep(&mut self, now_ms: u64) -> Vec<(i32, IpAddr)> {
+        let longest = self
+            .policies
+            .values()
+            .map(|p| p.findtime_ms)
+            .max()
+            .unwrap_or(0);
+        let cooldown = self.cooldown_ms;
+        let today = now_ms / DAY_MS;
+        let mut gone = Vec::new();
+        self.ips.retain(|ip, (p, s)| {
+            let live_hits = s.hits.values().flatten().any(|h| h.at + longest >= now_ms);
+            let ledger = s
+                .last_report
+                .is_some_and(|t| t / DAY_MS == today || now_ms.saturating_sub(t) < cooldown);
+            let keep = live_hits || ledger;
+            if !keep {
+                gone.push((*p, *ip));
+            }
+            keep
+        });
+        gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::config::ReporterConfig;
+
+    fn settings(extra: &str) -> ReporterSettings {
+        let yaml = format!(
+            "name: t\nbrokers: b\ntopics: [in]\nsignals_topic: s\nchangelog_topic: c\naudit: {{file: {{path: /tmp/x}}}}\nallow_list: [198.51.100.0/24, 8.8.8.0/24]\n{extra}rules:\n - name: sshd\n   when: [{{field: message, exists: true}}]\n   attacker: {{role: source}}\n   categories: [ssh_bruteforce]\n   source: fail2ban\n   maxretry: 3\n   findtime: 10m\n - name: scored\n   when: [{{field: message, exists: true}}]\n   attacker: {{role: source}}\n   categories: [port_scan]\n   source: suricata\n   maxretry: 1\n   min_threat_score: 50\n"
+        );
+        let cfg: ReporterConfig = serde_yaml_ng::with::singleton_map_recursive::deserialize(
+            serde_yaml_ng::Deserializer::from_str(&yaml),
+        )
+        .unwrap();
+        cfg.validate().unwrap()
+    }
+
+    fn sig(ip: &str, rule: &str, at: u64, id: u64) -> Signal {
+        Signal {
+            reporter: "t".into(),
+            rule: rule.into(),
+            ip: ip.parse().unwrap(),
+            at_ms: at,
+            id,
+            threat_score: None,
+            sample: Some("s".into()),
+        }
+    }
+
+    fn is_report(v: &Verdict) -> bool {
+        matches!(v, Verdict::Report(_))
+    }
+
+    const T0: u64 = 1_763_856_000_000; // 2025-11-23T00:00:00Z
+
+    #[tokio::test(start_paused = true)]
+    async fn findtime_window_needs_maxretry_signals_within_it() {
+        let mut b = Book::new(&settings(""));
+        let clock = Clock::starting_at(T0);
+        let ip = "45.9.20.1";
+        assert_eq!(
+            b.on_signal(0, &sig(ip, "sshd", clock.now_ms(), 1), clock.now_ms())
+                .0,
+            Verdict::BelowThreshold { count: 1 }
+        );
+        tokio::time::advance(Duration::from_secs(6 * 60)).await;
+        b.on_signal(0, &sig(ip, "sshd", clock.now_ms(), 2), clock.now_ms());
+        tokio::time::advance(Duration::from_secs(6 * 60)).await;
+        // The first signal is now 12 minutes old: outside the 10-minute findtime.
+        let (v, dirty) = b.on_signal(0, &sig(ip, "sshd", clock.now_ms(), 3), clock.now_ms());
+        assert_eq!(v, Verdict::BelowThreshold { count: 2 });
+        assert!(dirty);
+        // A re-read signal (same id) is not counted again.
+        let (v, dirty) = b.on_signal(0, &sig(ip, "sshd", clock.now_ms(), 3), clock.now_ms());
+        assert_eq!(v, Verdict::BelowThreshold { count: 2 });
+        assert!(!dirty);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let (v, _) = b.on_signal(0, &sig(ip, "sshd", clock.now_ms(), 4), clock.now_ms());
+        let Verdict::Report(c) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(c.count, 3);
+        assert_eq!(c.categories, [ReportCategory::SshBruteforce]);
+        assert_eq!(c.source, ReportSource::Fail2ban);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn guards_not_public_allow_list_and_threat_score() {
+        let mut b = Book::new(&settings(""));
+        for ip in [
+            "10.0.0.1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+            "fe80::1",
+            "100.64.0.1",
+            "127.0.0.1",
+        ] {
+            assert_eq!(
+                b.on_signal(0, &sig(ip, "sshd", T0, 1), T0).0,
+                Verdict::NotPublic,
+                "{ip}"
+            );
+        }
+        assert_eq!(
+            b.on_signal(0, &sig("8.8.8.8", "sshd", T0, 1), T0).0,
+            Verdict::AllowListed
+        );
+        assert_eq!(
+            b.on_signal(0, &sig("::ffff:8.8.8.8", "sshd", T0, 1), T0).0,
+            Verdict::AllowListed
+        );
+        let mut s = sig("45.9.20.2", "scored", T0, 1);
+        s.threat_score = Some(49);
+        assert!(matches!(
+            b.on_signal(0, &s, T0).0,
+            Verdict::BelowThreshold { .. }
+        ));
+        s.threat_score = Some(50);
+        s.id = 2;
+        assert!(is_report(&b.on_signal(0, &s, T0).0));
+        assert!(b.is_empty() || b.state(&"10.0.0.1".parse().unwrap()).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cooldown_then_fresh_maxretry() {
+        let mut b = Book::new(&settings("cooldown: 60m\n"));
+        let clock = Clock::starting_at(T0);
+        let ip = "45.9.20.3";
+        let mut id = 0;
+        let mut burst = |b: &mut Book| {
+            let mut last = None;
+            for _ in 0..3 {
+                id += 1;
+                last = Some(
+                    b.on_signal(0, &sig(ip, "sshd", clock.now_ms(), id), clock.now_ms())
+                        .0,
+                );
+            }
+            last.unwrap()
+        };
+        assert!(is_report(&burst(&mut b)));
+        tokio::time::advance(Duration::from_secs(30 * 60)).await;
+        assert_eq!(burst(&mut b), Verdict::Cooldown);
+        // Still in cooldown 59 minutes after the report.
+        tokio::time::advance(Duration::from_secs(29 * 60)).await;
+        assert_eq!(burst(&mut b), Verdict::Cooldown);
+        tokio::time::advance(Duration::from_secs(11 * 60)).await;
+        // Cooldown over; the signals of the cooldown are outside findtime, so a
+        // fresh `maxretry` is needed: one signal is not enough, three are.
+        let v = b
+            .on_signal(0, &sig(ip, "sshd", clock.now_ms(), 1000), clock.now_ms())
+            .0;
+        assert_eq!(v, Verdict::BelowThreshold { count: 1 });
+        let v = b
+            .on_signal(0, &sig(ip, "sshd", clock.now_ms(), 1001), clock.now_ms())
+            .0;
+        assert_eq!(v, Verdict::BelowThreshold { count: 2 });
+        let v = b
+            .on_signal(0, &sig(ip, "sshd", clock.now_ms(), 1002), clock.now_ms())
+            .0;
+        assert!(is_report(&v), "{v:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn daily_cap_resets_at_utc_midnight() {
+        let mut b = Book::new(&settings("daily_cap: 2\n"));
+        let clock = Clock::starting_at(T0 + 23 * 3_600_000);
+        let mut verdicts = Vec::new();
+        for n in 1..=3u64 {
+            let ip = format!("45.9.21.{n}");
+            let mut v = Verdict::Cooldown;
+            for k in 0..3 {
+                v = b
+                    .on_signal(
+                        0,
+                        &sig(&ip, "sshd", clock.now_ms(), n * 10 + k),
+                        clock.now_ms(),
+                    )
+                    .0;
+            }
+            verdicts.push(v);
+        }
+        assert!(is_report(&verdicts[0]) && is_report(&verdicts[1]));
+        assert_eq!(verdicts[2], Verdict::Capped);
+        assert_eq!(b.reports_today(clock.now_ms()), 2);
+        // Past UTC midnight the cap starts again.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let mut v = Verdict::Cooldown;
+        for id in 97..100 {
+            v = b
+                .on_signal(
+                    0,
+                    &sig("45.9.21.3", "sshd", clock.now_ms(), id),
+                    clock.now_ms(),
+                )
+                .0;
+        }
+        assert!(is_report(&v), "{v:?}");
+        assert_eq!(b.reports_today(clock.now_ms()), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ledger_restored_from_changelog_prevents_a_second_report() {
+        let s = settings("");
+        let mut a = Book::new(&s);
+        let clock = Clock::starting_at(T0);
+        let ip: IpAddr = "45.9.20.4".parse().unwrap();
+        let mut changelog: Vec<(IpAddr, Option<String>)> = Vec::new();
+        for id in 0..3 {
+            let (_, dirty) = a.on_signal(
+                2,
+                &sig("45.9.20.4", "sshd", clock.now_ms(), id),
+                clock.now_ms(),
+            );
+            if dirty {
+                changelog.push((
+                    ip,
+                    Some(serde_json::to_string(a.state(&ip).unwrap()).unwrap()),
+                ));
+            }
+        }
+        // A new owner (restart, rebalance) replays the changelog.
+        let mut b = Book::new(&s);
+        for (ip, value) in &changelog {
+            b.restore(
+                2,
+                *ip,
+                value.as_deref().map(|v| serde_json::from_str(v).unwrap()),
+            );
+        }
+        assert_eq!(b.state(&ip), a.state(&ip));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let mut v = Verdict::NotPublic;
+        for id in 10..13 {
+            v = b
+                .on_signal(
+                    2,
+                    &sig("45.9.20.4", "sshd", clock.now_ms(), id),
+                    clock.now_ms(),
+                )
+                .0;
+        }
+        assert_eq!(v, Verdict::Cooldown);
+        // Counters split across owners add up: two signals before, one after.
+        let mut c = Book::new(&s);
+        let other = "45.9.20.5";
+        c.on_signal(1, &sig(other, "sshd", clock.now_ms(), 1), clock.now_ms());
+        c.on_signal(1, &sig(other, "sshd", clock.now_ms(), 2), clock.now_ms());
+        let saved = c.state(&other.parse().unwrap()).cloned();
+        let mut d = Book::new(&s);
+        d.restore(1, other.parse().unwrap(), saved);
+        assert!(is_report(
+            &d.on_signal(1, &sig(other, "sshd", clock.now_ms(), 3), clock.now_ms())
+                .0
+        ));
+        d.drop_partition(1);
+        assert!(d.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn revert_and_sweep() {
+        let mut b = Book::new(&settings(""));
+        let clock = Clock::starting_at(T0);
+        let ip: IpAddr = "45.9.20.6".parse().unwrap();
+        let mut v = Verdict::NotPublic;
+        for id in 0..3 {
+            v = b
+                .on_signal(
+                    0,
+                    &sig("45.9.20.6", "sshd", clock.now_ms(), id),
+                    clock.now_ms(),
+                )
+                .0;
+        }
+        let Verdict::Report(c) = v else { panic!() };
+        assert!(b.state(&ip).unwrap().last_report.is_some());
+        b.revert(&c);
+        assert_eq!(b.state(&ip).unwrap().last_report, None);
+        assert_eq!(b.state(&ip).unwrap().hits["sshd"].len(), 3);
+        // After a revert the next signal decides again at once.
+        let v = b
+            .on_signal(
+                0,
+                &sig("45.9.20.6", "sshd", clock.now_ms(), 2),
+                clock.now_ms(),
+            )
+            .0;
+        assert!(is_report(&v), "{v:?}");
+        b.revert(&c);
+        tokio::time::advance(Duration::from_secs(11 * 60)).await;
+        assert_eq!(b.sweep(clock.now_ms()), vec![(0, ip)]);
+        assert!(b.is_empty());
+    }
+}
