@@ -1,0 +1,381 @@
+//! The lookup engine against the provider simulator: the real ipinsights client,
+//! real HTTP on 127.0.0.1, the simulator's accounting as the witness.
+//!
+//! - quota economy: 200,000 Zipf-distributed lookups over 20,000 addresses ask each
+//!   distinct address once, in bulks of about 100;
+//! - rate limits: configured below the simulator's limit there is no 429; with the
+//!   simulator stricter, no request arrives inside a `Retry-After` and lookups keep
+//!   answering (`RateLimited`, never hanging);
+//! - faults: 503s, resets and latency give `Failed`/`CircuitOpen` promptly; the
+//!   breaker opens and closes again once the faults are gone.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipenrich::lookup::breaker::{BreakerSettings, BreakerState};
+use ipenrich::lookup::engine::{Engine, EngineSettings, Outcome};
+use ipenrich::lookup::providers::http::HttpSettings;
+use ipenrich::lookup::providers::ipinsights::IpInsightsClient;
+use ipenrich::lookup::rate_limit::RateSettings;
+use ipenrich::secret::Secret;
+use ipenrich::simulate::{self, FaultConfig, RateLimitConfig, SimConfig, SimHandle};
+use tokio::task::JoinSet;
+
+async fn sim(config: SimConfig) -> SimHandle {
+    simulate::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn client(sim: &SimHandle, read_timeout: Duration) -> Arc<IpInsightsClient> {
+    let settings = HttpSettings::new(
+        &sim.base_url("ipinsights"),
+        Secret::new("sim-ipinsights-key").unwrap(),
+    )
+    .unwrap()
+    .with_timeouts(Duration::from_secs(1), read_timeout, read_timeout * 2);
+    Arc::new(IpInsightsClient::new(&settings).unwrap())
+}
+
+fn generous_rate() -> RateSettings {
+    RateSettings {
+        requests_per_second: 10_000.0,
+        request_burst: NonZeroU32::new(10_000).unwrap(),
+        units_per_second: Some(1_000_000.0),
+        unit_burst: NonZeroU32::new(100_000).unwrap(),
+        ..RateSettings::ipinsights()
+    }
+}
+
+fn engine(sim_client: Arc<IpInsightsClient>, settings: EngineSettings) -> Arc<Engine> {
+    let limiter = settings.limiter("ipinsights").unwrap();
+    Engine::try_new(sim_client, settings, limiter, &prometheus::Registry::new()).unwrap()
+}
+
+/// Public addresses in 45.0.0.0/8 (documentation and special ranges avoided).
+fn public(n: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x2D00_0000 + n * 7))
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// `count` ranks drawn from Zipf(s = 1) over `n` ranks, deterministically.
+fn zipf(n: usize, count: usize, seed: u64) -> Vec<u32> {
+    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / k as f64).collect();
+    let total: f64 = weights.iter().sum();
+    let mut cdf = Vec::with_capacity(n);
+    let mut acc = 0.0;
+    for w in weights {
+        acc += w / total;
+        cdf.push(acc);
+    }
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            let u = (xorshift(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
+            cdf.partition_point(|&c| c < u).min(n - 1) as u32
+        })
+        .collect()
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    answers: usize,
+    rate_limited: usize,
+    circuit_open: usize,
+    failed: usize,
+    /// Lookups that did not answer within the caller's deadline.
+    hung: usize,
+}
+
+impl Tally {
+    fn add(&mut self, outcome: Option<Outcome>) {
+        match outcome {
+            Some(Outcome::Answer(_)) => self.answers += 1,
+            Some(Outcome::RateLimited) => self.rate_limited += 1,
+            Some(Outcome::CircuitOpen) => self.circuit_open += 1,
+            Some(Outcome::Failed) => self.failed += 1,
+            None => self.hung += 1,
+        }
+    }
+}
+
+/// Looks all `ips` up at once, each with the caller's `deadline`.
+async fn wave(engine: &Arc<Engine>, ips: &[IpAddr], deadline: Duration) -> Tally {
+    let mut set = JoinSet::new();
+    for &ip in ips {
+        let e = engine.clone();
+        set.spawn(async move { tokio::time::timeout(deadline, e.lookup(ip)).await.ok() });
+    }
+    let mut tally = Tally::default();
+    while let Some(r) = set.join_next().await {
+        tally.add(r.unwrap());
+    }
+    tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_economy_zipf_stream() {
+    let mut config = SimConfig::default();
+    config.ipinsights.rate_limit = Some(RateLimitConfig {
+        requests: 100_000_000,
+        window_ms: 3_600_000,
+    });
+    let sim = sim(config).await;
+    let settings = EngineSettings {
+        rate: generous_rate(),
+        max_pending: NonZeroUsize::new(50_000).unwrap(),
+        ..EngineSettings::default()
+    };
+    let engine = engine(client(&sim, Duration::from_secs(5)), settings);
+
+    let draws: Vec<IpAddr> = zipf(20_000, 200_000, 0x5EED)
+        .into_iter()
+        .map(public)
+        .collect();
+    let distinct = draws.iter().collect::<HashSet<_>>().len();
+
+    // A stream: events arrive in waves of 1,000, at most 5,000 lookups in flight.
+    let mut set = JoinSet::new();
+    let mut tally = Tally::default();
+    for chunk in draws.chunks(1_000) {
+        for &ip in chunk {
+            let e = engine.clone();
+            set.spawn(async move {
+                tokio::time::timeout(Duration::from_secs(30), e.lookup(ip))
+                    .await
+                    .ok()
+            });
+        }
+        while set.len() > 4_000 {
+            tally.add(set.join_next().await.unwrap().unwrap());
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        tally.add(r.unwrap());
+    }
+    assert_eq!(tally.answers, 200_000, "{tally:?}");
+
+    let acc = sim.accounting().ipinsights;
+    let upstream_ips: usize = acc.ips_per_request.iter().sum();
+    let mean = acc.mean_ips_per_request().unwrap();
+    // The last bulk of the run leaves at its deadline with what is left: "while a
+    // backlog exists" excludes it.
+    let backlog = &acc.ips_per_request[..acc.ips_per_request.len() - 1];
+    let backlog_mean = backlog.iter().sum::<usize>() as f64 / backlog.len().max(1) as f64;
+    println!(
+        "quota economy: {distinct} distinct addresses, {upstream_ips} upstream ip lookups \
+         ({:.4} x distinct) in {} requests; mean bulk {mean:.1}, {backlog_mean:.1} without the final partial bulk",
+        upstream_ips as f64 / distinct as f64,
+        acc.ips_per_request.len()
+    );
+    assert!(upstream_ips as f64 <= 1.02 * distinct as f64);
+    assert!(upstream_ips >= distinct, "every distinct address was asked");
+    assert!(backlog_mean >= 90.0, "mean bulk {backlog_mean}");
+    assert_eq!(acc.rate_limited_count(), 0);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_below_the_simulator_limit_never_sees_429() {
+    // Simulator: 2,000 units in any 10 s. Engine: 100 units/s, burst 200, which
+    // admits at most 100 * 10 + 200 = 1,200 units in any 10 s.
+    let mut config = SimConfig::default();
+    config.ipinsights.rate_limit = Some(RateLimitConfig {
+        requests: 2_000,
+        window_ms: 10_000,
+    });
+    let sim = sim(config).await;
+    let settings = EngineSettings {
+        rate: RateSettings {
+            requests_per_second: 100.0,
+            request_burst: NonZeroU32::new(100).unwrap(),
+            units_per_second: Some(100.0),
+            unit_burst: NonZeroU32::new(200).unwrap(),
+            window: Duration::from_secs(10),
+            ..RateSettings::ipinsights()
+        },
+        ..EngineSettings::default()
+    };
+    let engine = engine(client(&sim, Duration::from_secs(5)), settings);
+    // Offer far more than the limit: 600 new addresses every 250 ms for 6 s.
+    let mut total = Tally::default();
+    for w in 0..24u32 {
+        let ips: Vec<IpAddr> = (0..600).map(|i| public(w * 600 + i)).collect();
+        let t = wave(&engine, &ips, Duration::from_secs(3)).await;
+        total.answers += t.answers;
+        total.rate_limited += t.rate_limited;
+        total.hung += t.hung;
+        total.failed += t.failed;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let acc = sim.accounting().ipinsights;
+    println!(
+        "below the limit: {total:?}, {} units charged, {} requests",
+        acc.units_charged,
+        acc.ips_per_request.len()
+    );
+    assert_eq!(acc.rate_limited_count(), 0, "no 429");
+    assert_eq!(acc.responses_by_status.get(&429), None);
+    assert_eq!((total.hung, total.failed), (0, 0));
+    assert!(total.rate_limited > 0, "the engine's own limit was reached");
+    assert!(total.answers >= 600, "{total:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stricter_simulator_retry_after_is_honoured_and_lookups_keep_answering() {
+    // Simulator: 250 units per 4 s; the engine believes in 100,000 units/s. Two
+    // bulks of 100 pass, the third is refused with a Retry-After.
+    let mut config = SimConfig::default();
+    config.ipinsights.rate_limit = Some(RateLimitConfig {
+        requests: 250,
+        window_ms: 4_000,
+    });
+    let sim = sim(config).await;
+    let settings = EngineSettings {
+        rate: RateSettings {
+            window: Duration::from_secs(4),
+            ..generous_rate()
+        },
+        // One request at a time: a request sent before the 429 arrived could
+        // otherwise land inside the Retry-After.
+        concurrency: NonZeroUsize::new(1).unwrap(),
+        ..EngineSettings::default()
+    };
+    let engine = engine(client(&sim, Duration::from_secs(5)), settings);
+    let mut total = Tally::default();
+    let mut answered_after_first_429 = 0;
+    for w in 0..40u32 {
+        let ips: Vec<IpAddr> = (0..100).map(|i| public(w * 100 + i)).collect();
+        let t = wave(&engine, &ips, Duration::from_secs(3)).await;
+        if sim.accounting().ipinsights.rate_limited_count() > 0 {
+            answered_after_first_429 += t.answers;
+        }
+        total.answers += t.answers;
+        total.rate_limited += t.rate_limited;
+        total.hung += t.hung;
+        total.failed += t.failed;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let acc = sim.accounting().ipinsights;
+    println!(
+        "stricter simulator: {total:?}, 429s {:?}, arrivals {}, early retries {}",
+        acc.rate_limited,
+        acc.arrivals_ms.len(),
+        acc.early_retries()
+    );
+    assert!(acc.rate_limited_count() >= 1, "the simulator refused");
+    assert_eq!(
+        acc.early_retries(),
+        0,
+        "a request arrived inside a Retry-After"
+    );
+    assert_eq!(total.hung, 0, "lookups never hang");
+    assert!(total.rate_limited > 0);
+    assert!(answered_after_first_429 > 0, "the stream keeps flowing");
+    sim.shutdown().await;
+}
+
+fn faults(sim: &SimHandle, f: FaultConfig) {
+    let mut config = SimConfig::default();
+    config.ipinsights.rate_limit = Some(RateLimitConfig {
+        requests: 1_000_000,
+        window_ms: 3_600_000,
+    });
+    config.ipinsights.faults = f;
+    sim.set_config(config).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_fail_fast_breaker_opens_and_closes() {
+    let sim = sim(SimConfig::default()).await;
+    let open_for = Duration::from_millis(800);
+    let settings = EngineSettings {
+        rate: generous_rate(),
+        concurrency: NonZeroUsize::new(1).unwrap(),
+        breaker: BreakerSettings {
+            failures: NonZeroU32::new(3).unwrap(),
+            open_for,
+        },
+        ..EngineSettings::default()
+    };
+    // Read timeout 300 ms: the 2 s latency phase times out.
+    let engine = engine(client(&sim, Duration::from_millis(300)), settings);
+    let deadline = Duration::from_secs(2);
+    let mut next = 0u32;
+    let mut batch = |n: u32| {
+        let ips: Vec<IpAddr> = (next..next + n).map(public).collect();
+        next += n;
+        ips
+    };
+
+    // 503 on every request: three failed requests open the breaker.
+    faults(
+        &sim,
+        FaultConfig {
+            server_error_rate: 1.0,
+            server_error_status: Some(503),
+            ..FaultConfig::default()
+        },
+    );
+    for _ in 0..3 {
+        let t = wave(&engine, &batch(10), deadline).await;
+        assert_eq!(t.failed, 10, "{t:?}");
+    }
+    assert!(matches!(engine.breaker_state(), BreakerState::Open { .. }));
+    let arrivals = sim.accounting().ipinsights.requests_total;
+    let t = wave(&engine, &batch(50), deadline).await;
+    assert_eq!(t.circuit_open, 50, "{t:?}");
+    assert_eq!(
+        sim.accounting().ipinsights.requests_total,
+        arrivals,
+        "nothing is sent while open"
+    );
+
+    // Resets: the half-open probe fails, the breaker opens again.
+    faults(
+        &sim,
+        FaultConfig {
+            reset_rate: 1.0,
+            ..FaultConfig::default()
+        },
+    );
+    tokio::time::sleep(open_for).await;
+    let t = wave(&engine, &batch(10), deadline).await;
+    assert_eq!(t.failed + t.circuit_open, 10, "{t:?}");
+    assert!(t.failed >= 1, "the probe went out and failed: {t:?}");
+    assert!(matches!(engine.breaker_state(), BreakerState::Open { .. }));
+
+    // 2 s latency against a 300 ms read timeout: the probe times out.
+    faults(
+        &sim,
+        FaultConfig {
+            latency_ms: 2_000,
+            ..FaultConfig::default()
+        },
+    );
+    tokio::time::sleep(open_for).await;
+    let t = wave(&engine, &batch(10), deadline).await;
+    assert_eq!(t.hung, 0, "answered within the deadline: {t:?}");
+    assert!(t.failed >= 1, "{t:?}");
+    assert!(matches!(engine.breaker_state(), BreakerState::Open { .. }));
+
+    // Faults gone: the next probe succeeds and the breaker closes.
+    faults(&sim, FaultConfig::default());
+    tokio::time::sleep(open_for).await;
+    let t = wave(&engine, &batch(1), deadline).await;
+    assert_eq!(t.answers, 1, "{t:?}");
+    assert_eq!(engine.breaker_state(), BreakerState::Closed { failures: 0 });
+    let t = wave(&engine, &batch(200), deadline).await;
+    assert_eq!(t.answers, 200, "{t:?}");
+    sim.shutdown().await;
+}
