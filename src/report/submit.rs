@@ -131,6 +131,22 @@ pub trait Permits: Send + Sync {
     fn rate_limited(&self, retry_after: Option<Duration>);
 }
 
+/// The lookup engine's shared limiter of the ipinsights key: a report is one request
+/// and one unit, and a 429 on a report pauses the lookups of the key too.
+impl Permits for crate::lookup::rate_limit::RateLimiter {
+    fn acquire(&self) -> PermitFuture<'_> {
+        Box::pin(async move {
+            crate::lookup::rate_limit::RateLimiter::acquire(self, 1, 1)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn rate_limited(&self, retry_after: Option<Duration>) {
+        crate::lookup::rate_limit::RateLimiter::rate_limited(self, retry_after);
+    }
+}
+
 /// One audit record.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRecord {
