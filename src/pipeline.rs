@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{join_all, FutureExt};
-use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -252,11 +251,18 @@ pub async fn run(
     metrics.up.set(1);
     info!(pipeline = %name, providers = ?stage.chain.names(), "pipeline started");
 
+    let (sent_tx, sent_rx) = mpsc::channel((config.limits.max_in_flight / BATCH).max(1));
     let writer = tokio::spawn(write_loop(
         name.clone(),
         rx,
         sink,
         dead_letter,
+        sent_tx,
+        metrics.clone(),
+    ));
+    let acks = tokio::spawn(ack_loop(
+        name.clone(),
+        sent_rx,
         acker.clone(),
         metrics.clone(),
     ));
@@ -319,14 +325,22 @@ pub async fn run(
     drop(tx);
     info!(pipeline = %name, events_in, "input closed, draining");
 
-    let outcome = match tokio::time::timeout(config.shutdown_timeout, writer).await {
-        Ok(Ok(result)) => result.map(|mut s| {
+    let task_err = |e: tokio::task::JoinError| PipelineError::Task {
+        pipeline: name.clone(),
+        reason: e.to_string(),
+    };
+    let drained = tokio::time::timeout(config.shutdown_timeout, async {
+        let (written, acked) = tokio::join!(writer, acks);
+        // The ack loop's error (a failed delivery) explains a writer that stopped early.
+        let summary = acked.map_err(task_err)??;
+        written.map_err(task_err)??;
+        Ok::<_, PipelineError>(summary)
+    })
+    .await;
+    let outcome = match drained {
+        Ok(result) => result.map(|mut s| {
             s.events_in = events_in;
             s
-        }),
-        Ok(Err(join)) => Err(PipelineError::Task {
-            pipeline: name.clone(),
-            reason: join.to_string(),
         }),
         Err(_) => {
             warn!(pipeline = %name, timeout = ?config.shutdown_timeout, "drain timed out; undelivered events will be re-read");
@@ -351,76 +365,107 @@ pub async fn run(
     outcome
 }
 
-/// Sends processed events in read order and acknowledges them as deliveries complete.
+/// One sent record, waiting for its delivery.
+struct Sent {
+    delivery: Delivery,
+    ack: Ack,
+    dead: bool,
+}
+
+/// Sends processed events in read order; hands their deliveries to the ack loop.
 async fn write_loop(
     name: String,
     mut rx: mpsc::Receiver<JoinHandle<Vec<Processed>>>,
     mut sink: Sink,
     mut dead_letter: DeadLetter,
-    acker: Acker,
+    sent_tx: mpsc::Sender<Vec<Sent>>,
     metrics: PipelineMetrics,
-) -> Result<Summary, PipelineError> {
+) -> Result<(), PipelineError> {
     let sink_err = |source| PipelineError::Sink {
         pipeline: name.clone(),
         source,
     };
-    let mut summary = Summary::default();
-    let mut pending = FuturesUnordered::new();
-    loop {
-        tokio::select! {
-            biased;
-            Some((result, ack, dead)) = pending.next(), if !pending.is_empty() => {
-                let result: Result<(), SinkError> = result;
-                result.map_err(sink_err)?;
-                acked(&acker, &ack, dead, &metrics, &mut summary);
+    while let Some(task) = rx.recv().await {
+        let batch = task.await.map_err(|e| PipelineError::Task {
+            pipeline: name.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut sent = Vec::with_capacity(batch.len());
+        for (record, ack, out) in batch {
+            let (delivery, dead) = match out {
+                Ok(bytes) => (sink.send(&record, &bytes).await.map_err(sink_err)?, false),
+                Err(bad) => {
+                    metrics.dead_letter(bad.kind());
+                    tracing::debug!(pipeline = %name, source = %record.position, reason = %bad, "dead letter");
+                    (
+                        dead_letter
+                            .send(&name, &record, &bad)
+                            .await
+                            .map_err(sink_err)?,
+                        true,
+                    )
+                }
+            };
+            sent.push(Sent {
+                delivery,
+                ack,
+                dead,
+            });
+        }
+        if rx.is_empty() {
+            // Idle: make line output visible now rather than at the next buffer fill.
+            if let Sink::File(f) = &mut sink {
+                f.flush().map_err(sink_err)?;
             }
-            task = rx.recv() => {
-                let Some(task) = task else { break };
-                let batch = task.await.map_err(|e| PipelineError::Task { pipeline: name.clone(), reason: e.to_string() })?;
-                for (record, ack, out) in batch {
-                    let (delivery, dead) = match out {
-                        Ok(bytes) => (sink.send(&record, &bytes).await.map_err(sink_err)?, false),
-                        Err(bad) => {
-                            metrics.dead_letter(bad.kind());
-                            tracing::debug!(pipeline = %name, source = %record.position, reason = %bad, "dead letter");
-                            (dead_letter.send(&name, &record, &bad).await.map_err(sink_err)?, true)
-                        }
-                    };
-                    match delivery {
-                        Delivery::Done => acked(&acker, &ack, dead, &metrics, &mut summary),
-                        Delivery::Pending(_) => pending.push(async move { (delivery.wait().await, ack, dead) }),
-                    }
-                }
-                if rx.is_empty() {
-                    // Idle: make line output visible now rather than at the next buffer fill.
-                    if let Sink::File(f) = &mut sink {
-                        f.flush().map_err(sink_err)?;
-                    }
-                    if let DeadLetter::File(f) = &mut dead_letter {
-                        f.flush().map_err(sink_err)?;
-                    }
-                }
+            if let DeadLetter::File(f) = &mut dead_letter {
+                f.flush().map_err(sink_err)?;
             }
         }
-    }
-    while let Some((result, ack, dead)) = pending.next().await {
-        result.map_err(sink_err)?;
-        acked(&acker, &ack, dead, &metrics, &mut summary);
+        if sent_tx.send(sent).await.is_err() {
+            break; // the ack loop failed; its error is reported by the caller
+        }
     }
     sink.flush().await.map_err(sink_err)?;
     dead_letter.flush().await.map_err(sink_err)?;
-    Ok(summary)
+    Ok(())
 }
 
-fn acked(acker: &Acker, ack: &Ack, dead: bool, metrics: &PipelineMetrics, summary: &mut Summary) {
-    acker.ack(ack);
-    metrics.in_flight.dec();
-    if dead {
-        summary.dead_letters += 1;
-    } else {
-        summary.events_out += 1;
-        metrics.events_out.inc();
+/// Awaits deliveries in send order and acknowledges them to the source, a batch at a
+/// time (one watermark lock and one offset store per batch). Runs beside the writer so
+/// that sending and acknowledging use both cores.
+async fn ack_loop(
+    name: String,
+    mut rx: mpsc::Receiver<Vec<Sent>>,
+    acker: Acker,
+    metrics: PipelineMetrics,
+) -> Result<Summary, PipelineError> {
+    let mut summary = Summary::default();
+    let mut acks = Vec::new();
+    while let Some(batch) = rx.recv().await {
+        let (mut out, mut dead) = (0u64, 0u64);
+        for s in batch {
+            s.delivery
+                .wait()
+                .await
+                .map_err(|source| PipelineError::Sink {
+                    pipeline: name.clone(),
+                    source,
+                })?;
+            acks.push(s.ack);
+            if s.dead {
+                dead += 1;
+            } else {
+                out += 1;
+            }
+        }
+        acker.ack_all(&acks);
+        acks.clear();
+        summary.events_out += out;
+        summary.dead_letters += dead;
+        metrics.events_out.inc_by(out);
+        metrics.in_flight.sub((out + dead) as i64);
     }
+    Ok(summary)
 }
 
 /// The built-in pipeline of `ipenrich enrich` without a config: scan every string.

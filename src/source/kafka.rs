@@ -17,7 +17,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use super::watermark::{PartitionKey, Ticket, Watermark};
@@ -171,18 +171,33 @@ pub struct KafkaAcker {
 }
 
 impl KafkaAcker {
-    /// Marks one record delivered and stores the advanced watermark, if any.
-    pub fn ack(&self, ticket: &Ticket) {
-        let advanced = self.watermark.lock().expect("watermark lock").ack(ticket);
-        if let Some(offset) = advanced {
-            // rd_kafka_offset_store stores offset + 1, the next offset to read.
-            if let Err(e) = self
-                .consumer
-                .store_offset(&ticket.key.0, ticket.key.1, offset)
-            {
-                // The partition was revoked meanwhile: its new owner re-reads from the last commit.
-                debug!(error = %e, partition = ticket.key.1, "offset not stored");
+    /// Marks records delivered and stores the advanced watermarks: one lock and one
+    /// offset store for the whole batch.
+    pub fn ack_all<'a>(&self, tickets: impl IntoIterator<Item = &'a Ticket>) {
+        let mut advanced: Vec<(&'a Ticket, i64)> = Vec::new();
+        {
+            let mut w = self.watermark.lock().expect("watermark lock");
+            for ticket in tickets {
+                if let Some(offset) = w.ack(ticket) {
+                    match advanced.iter_mut().find(|(t, _)| t.key == ticket.key) {
+                        Some(entry) => entry.1 = offset,
+                        None => advanced.push((ticket, offset)),
+                    }
+                }
             }
+        }
+        if advanced.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::with_capacity(advanced.len());
+        for (ticket, offset) in advanced {
+            // Committed offsets name the next record to read.
+            let _ =
+                tpl.add_partition_offset(&ticket.key.0, ticket.key.1, Offset::Offset(offset + 1));
+        }
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            // A partition was revoked meanwhile: its new owner re-reads from the last commit.
+            debug!(error = %e, "offsets not stored");
         }
     }
 

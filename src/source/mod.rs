@@ -69,10 +69,13 @@ pub enum Acker {
 }
 
 impl Acker {
-    /// Marks a record delivered.
-    pub fn ack(&self, ack: &Ack) {
-        if let (Acker::Kafka(k), Ack::Kafka(ticket)) = (self, ack) {
-            k.ack(ticket);
+    /// Marks records delivered (in delivery order).
+    pub fn ack_all(&self, acks: &[Ack]) {
+        if let Acker::Kafka(k) = self {
+            k.ack_all(acks.iter().filter_map(|a| match a {
+                Ack::Kafka(t) => Some(t),
+                Ack::None => None,
+            }));
         }
     }
 
