@@ -215,7 +215,8 @@ async fn lookup(
         None => ipenrich::lookup::Chain::default(),
         Some(path) => {
             let p = select_pipeline(path, name)?;
-            ipenrich::lookup::build::chain(&p.providers).map_err(|errors| {
+            let shared = ipenrich::lookup::build::SharedProviders::new(prometheus::Registry::new());
+            ipenrich::lookup::build::chain(&p.providers, &shared).map_err(|errors| {
                 let lines: Vec<String> = errors
                     .iter()
                     .map(|e| format!("{}: pipeline {}: {e}", path.display(), p.name))
@@ -319,6 +320,7 @@ fn check(path: &Path) -> Result<ExitCode> {
         }
     };
     let mut ok = true;
+    let shared = ipenrich::lookup::build::SharedProviders::new(prometheus::Registry::new());
     if let Some(http) = &config.http {
         println!("http: listen {}", http.listen);
     }
@@ -348,7 +350,7 @@ fn check(path: &Path) -> Result<ExitCode> {
             p.limits.max_ips_per_event
         );
         for (i, provider) in p.providers.iter().enumerate() {
-            match ipenrich::lookup::build::member(i, provider) {
+            match ipenrich::lookup::build::member(i, provider, &shared) {
                 Ok(_) => println!("  provider: {}", describe_provider(provider)),
                 Err(e) => {
                     ok = false;
@@ -453,6 +455,20 @@ async fn run_pipelines(config: Config, until_signal: bool) -> Result<ExitCode> {
         info!(%addr, "serving /metrics and /health");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Providers first: a missing key or database stops start-up, and the reporters
+    // below find the lookups' ipinsights limiter to share.
+    let shared = Arc::new(ipenrich::lookup::build::SharedProviders::new(
+        metrics.registry().clone(),
+    ));
+    for p in &config.pipelines {
+        ipenrich::lookup::build::chain(&p.providers, &shared).map_err(|errors| {
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|e| format!("pipeline {}: {e}", p.name))
+                .collect();
+            anyhow::anyhow!(lines.join("\n"))
+        })?;
+    }
     // Reporters: a side branch next to the pipelines, same shutdown, same registry.
     let mut reporters = tokio::task::JoinSet::new();
     if !config.reporters.is_empty() {
@@ -461,8 +477,21 @@ async fn run_pipelines(config: Config, until_signal: bool) -> Result<ExitCode> {
         for r in config.reporters {
             let m = report_metrics.clone();
             let rx = stop_rx.clone();
-            // No ipinsights lookup limiter is shared yet; see report::Permits.
-            let permits: Arc<dyn ipenrich::report::Permits> = Arc::new(ipenrich::report::NoLimit);
+            // Reports spend the same ipinsights budget as lookups with the same key.
+            let permits: Arc<dyn ipenrich::report::Permits> = match r
+                .ipinsights
+                .as_ref()
+                .and_then(|i| i.api_key.as_ref().map(|k| (i, k)))
+            {
+                Some((i, key)) => {
+                    let key = ipenrich::lookup::build::secret(key)
+                        .map_err(|e| anyhow::anyhow!("reporter {}: {e}", r.name))?;
+                    shared
+                        .ipinsights_limiter(&i.base_url, &key)
+                        .map_err(|e| anyhow::anyhow!("reporter {}: {e}", r.name))?
+                }
+                None => Arc::new(ipenrich::report::NoLimit),
+            };
             reporters.spawn(async move {
                 let result = ipenrich::report::run(&r, m, permits, rx).await;
                 (r.name, result)
@@ -474,9 +503,10 @@ async fn run_pipelines(config: Config, until_signal: bool) -> Result<ExitCode> {
         let m = metrics.pipeline(&p.name);
         let rx = stop_rx.clone();
         let readiness = readiness.clone();
+        let shared = shared.clone();
         tasks.spawn(async move {
             readiness.running.fetch_add(1, Ordering::Relaxed);
-            let result = pipeline::run(&p, m, rx).await;
+            let result = pipeline::run(&p, m, &shared, rx).await;
             readiness.running.fetch_sub(1, Ordering::Relaxed);
             (p.name, result)
         });

@@ -24,17 +24,21 @@ pub struct Enrichment<'a> {
 }
 
 impl Enrichment<'_> {
-    /// The event-level status: `skipped` (nothing public), `ok`, `partial`, `no_data`, `error`.
+    /// The event-level status: `skipped` (nothing public), `ok`, `partial`, `no_data`,
+    /// or, when no address got data, the first failure (`timeout`, `rate_limited`,
+    /// `circuit_open`, `error`).
     pub fn status(&self) -> &'static str {
         let mut looked = 0;
         let mut ok = 0;
-        let mut errors = 0;
+        let mut failure = None;
         for r in self.lookups.iter().flatten() {
             looked += 1;
             match r.status {
                 Status::Ok => ok += 1,
-                Status::Error => errors += 1,
                 Status::NoData => {}
+                other => {
+                    failure.get_or_insert(other);
+                }
             }
         }
         if looked == 0 {
@@ -43,10 +47,8 @@ impl Enrichment<'_> {
             "ok"
         } else if ok > 0 {
             "partial"
-        } else if errors > 0 {
-            "error"
         } else {
-            "no_data"
+            failure.map_or("no_data", Status::as_str)
         }
     }
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use futures::future::{join_all, FutureExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{
@@ -26,7 +27,8 @@ use crate::config::{
 };
 use crate::event::{decode, BadEvent, SourceRecord};
 use crate::extract::{Extractor, IpClass};
-use crate::lookup::Chain;
+use crate::lookup::build::SharedProviders;
+use crate::lookup::{Chain, Resolved, Status};
 use crate::merge::{render, Enrichment};
 use crate::metrics::PipelineMetrics;
 use crate::sink::dead_letter::DeadLetter;
@@ -79,13 +81,18 @@ pub struct Stage {
     extractor: Extractor,
     chain: Chain,
     output: OutputConfig,
+    max_enrichment_delay: Duration,
     metrics: PipelineMetrics,
 }
 
 impl Stage {
     /// Builds the stage of a pipeline; opens local databases.
-    pub fn new(config: &PipelineConfig, metrics: PipelineMetrics) -> Result<Self, PipelineError> {
-        let chain = crate::lookup::build::chain(&config.providers).map_err(|errors| {
+    pub fn new(
+        config: &PipelineConfig,
+        metrics: PipelineMetrics,
+        shared: &SharedProviders,
+    ) -> Result<Self, PipelineError> {
+        let chain = crate::lookup::build::chain(&config.providers, shared).map_err(|errors| {
             PipelineError::Provider {
                 pipeline: config.name.clone(),
                 provider: errors
@@ -106,6 +113,7 @@ impl Stage {
             extractor: Extractor::new(&config.extract, config.limits.max_ips_per_event),
             chain,
             output: config.output.clone(),
+            max_enrichment_delay: config.limits.max_enrichment_delay,
             metrics,
         })
     }
@@ -117,17 +125,26 @@ impl Stage {
         if extraction.capped {
             self.metrics.capped.inc();
         }
-        let mut lookups = Vec::with_capacity(extraction.found.len());
-        for found in &extraction.found {
-            self.metrics.ip(found.class);
-            if found.class == IpClass::Public && !self.chain.is_empty() {
-                let resolved = self.chain.lookup(found.ip).await;
+        // Public addresses are looked up concurrently, all under one deadline; an
+        // address still waiting when it passes is marked `timeout` (its answer will
+        // still fill the cache for the next event).
+        let deadline = Instant::now() + self.max_enrichment_delay;
+        let lookups: Vec<Option<Resolved>> =
+            join_all(extraction.found.iter().map(|found| async move {
+                self.metrics.ip(found.class);
+                if found.class != IpClass::Public || self.chain.is_empty() {
+                    return None;
+                }
+                let resolved = tokio::time::timeout_at(deadline, self.chain.lookup(found.ip))
+                    .await
+                    .unwrap_or(Resolved {
+                        status: Status::Timeout,
+                        record: Default::default(),
+                    });
                 self.metrics.lookup(resolved.status);
-                lookups.push(Some(resolved));
-            } else {
-                lookups.push(None);
-            }
-        }
+                Some(resolved)
+            }))
+            .await;
         Ok(render(
             &decoded,
             &Enrichment {
@@ -239,9 +256,10 @@ const BATCH: usize = 128;
 pub async fn run(
     config: &PipelineConfig,
     metrics: PipelineMetrics,
+    shared: &SharedProviders,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Summary, PipelineError> {
-    let stage = Arc::new(Stage::new(config, metrics.clone())?);
+    let stage = Arc::new(Stage::new(config, metrics.clone(), shared)?);
     let mut source = open_source(config).await?;
     let (sink, dead_letter) = open_sinks(config).await?;
     let acker = source.acker();

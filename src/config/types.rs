@@ -225,6 +225,9 @@ pub struct HttpProviderConfig {
     /// Connection, read and whole-request timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// Cache, batching, rate limits and circuit breaker in front of the API.
+    #[serde(default)]
+    pub lookup: EngineConfig,
 }
 
 /// OpenIPApi, whose batch size and endpoints depend on the plan.
@@ -241,6 +244,52 @@ pub struct OpenIpApiConfig {
     /// Connection, read and whole-request timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// Cache, batching, rate limits and circuit breaker in front of the API.
+    #[serde(default)]
+    pub lookup: EngineConfig,
+}
+
+/// The lookup engine in front of one API key. Every key is optional; the defaults
+/// come from the provider's documented limits (see `lookup::build`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// How long an answer is cached (default 24h).
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// How long "no data" is cached (default 1h).
+    #[serde(default, with = "humantime_serde")]
+    pub negative_ttl: Option<Duration>,
+    /// Most cached addresses (default 1,000,000).
+    #[serde(default)]
+    pub cache_entries: Option<usize>,
+    /// Addresses per bulk call, at most the provider's maximum (default: that maximum).
+    #[serde(default)]
+    pub max_batch: Option<usize>,
+    /// Longest a miss waits for its batch to fill (default 50ms).
+    #[serde(default, with = "humantime_serde")]
+    pub max_wait: Option<Duration>,
+    /// Calls in flight at once (default 4).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Sustained requests per second the key may make.
+    #[serde(default)]
+    pub requests_per_second: Option<f64>,
+    /// Requests that may go out back to back.
+    #[serde(default)]
+    pub request_burst: Option<u32>,
+    /// Sustained addresses per second, where the provider charges per address.
+    #[serde(default)]
+    pub units_per_second: Option<f64>,
+    /// Addresses that may be charged back to back (at least one full batch).
+    #[serde(default)]
+    pub unit_burst: Option<u32>,
+    /// Consecutive failures that open the circuit breaker (default 5).
+    #[serde(default)]
+    pub breaker_failures: Option<u32>,
+    /// How long an open breaker waits before a probe (default 30s).
+    #[serde(default, with = "humantime_serde")]
+    pub breaker_open_for: Option<Duration>,
 }
 
 /// HTTP timeouts.
@@ -425,6 +474,16 @@ pub struct LimitsConfig {
     /// Events read but not yet delivered; consumption pauses at this bound.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Longest an event waits for API lookups; then it goes on with `timeout`,
+    /// `rate_limited` or `circuit_open` for the addresses still missing.
+    #[serde(default = "default_max_enrichment_delay", with = "humantime_serde")]
+    pub max_enrichment_delay: Duration,
+}
+
+/// Long enough for a bulk call to a healthy API, short enough that a stalled one
+/// delays the stream by seconds, not minutes.
+fn default_max_enrichment_delay() -> Duration {
+    Duration::from_secs(2)
 }
 
 impl Default for LimitsConfig {
@@ -433,6 +492,7 @@ impl Default for LimitsConfig {
             max_event_bytes: default_max_event_bytes(),
             max_ips_per_event: default_max_ips_per_event(),
             max_in_flight: default_max_in_flight(),
+            max_enrichment_delay: default_max_enrichment_delay(),
         }
     }
 }

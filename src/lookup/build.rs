@@ -3,9 +3,20 @@
 //! Opening a database or reading an API key happens here, at start-up, so that a
 //! missing file or variable stops the process with the config key that named it,
 //! rather than surfacing as lookup errors later.
+//!
+//! Every API provider gets a lookup [`Engine`] (cache, single-flight, batching,
+//! token buckets, breaker). Engines and rate limiters live in [`SharedProviders`],
+//! one per process, keyed by provider, base URL and API key: pipelines that use the
+//! same key share one cache and one budget, and the attacker reporter draws its
+//! report units from the same ipinsights bucket as the lookups.
 
-use std::sync::Arc;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Arc, Mutex};
 
+use super::engine::{Engine, EngineSettings};
 use super::providers::cloudflare_radar::CloudflareRadarClient;
 use super::providers::http::HttpSettings;
 use super::providers::ipgeolocation::IpGeolocationClient;
@@ -14,8 +25,9 @@ use super::providers::iptrust::IpTrustClient;
 use super::providers::mmdb::MmdbProvider;
 use super::providers::openipapi::OpenIpApiClient;
 use super::providers::Provider;
+use super::rate_limit::{RateLimiter, RateSettings};
 use super::{Chain, Member};
-use crate::config::{KeySource, ProviderConfig, TimeoutsConfig};
+use crate::config::{EngineConfig, KeySource, ProviderConfig, TimeoutsConfig};
 use crate::secret::Secret;
 
 /// A provider that could not be set up.
@@ -39,7 +51,8 @@ fn default_base_url(kind: &str) -> &'static str {
     }
 }
 
-fn secret(source: &KeySource) -> Result<Secret, String> {
+/// Reads an API key from where the config says it is.
+pub fn secret(source: &KeySource) -> Result<Secret, String> {
     match source {
         KeySource::Env(var) => Secret::from_env(var),
         KeySource::File(path) => Secret::from_file(path),
@@ -47,73 +60,281 @@ fn secret(source: &KeySource) -> Result<Secret, String> {
     .map_err(|e| e.to_string())
 }
 
-fn settings(
-    kind: &str,
-    base_url: Option<&str>,
-    key: &KeySource,
-    t: &TimeoutsConfig,
-) -> Result<HttpSettings, String> {
-    let url = base_url.unwrap_or(default_base_url(kind));
-    Ok(HttpSettings::new(url, secret(key)?)
+fn settings(url: &str, key: Secret, t: &TimeoutsConfig) -> Result<HttpSettings, String> {
+    Ok(HttpSettings::new(url, key)
         .map_err(|e| e.to_string())?
         .with_timeouts(t.connect, t.read, t.request))
 }
 
+/// Engines and limiters of one process, shared by every pipeline and reporter.
+pub struct SharedProviders {
+    registry: prometheus::Registry,
+    engines: Mutex<HashMap<String, Arc<Engine>>>,
+    limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
+    databases: Mutex<HashMap<std::path::PathBuf, Arc<MmdbProvider>>>,
+}
+
+impl SharedProviders {
+    /// Engines register their metrics on `registry`.
+    pub fn new(registry: prometheus::Registry) -> Self {
+        SharedProviders {
+            registry,
+            engines: Mutex::default(),
+            limiters: Mutex::default(),
+            databases: Mutex::default(),
+        }
+    }
+
+    /// One open database per path, with one reloader.
+    fn database(&self, m: &crate::config::MmdbConfig) -> Result<Arc<MmdbProvider>, String> {
+        let mut dbs = self.databases.lock().expect("databases lock");
+        if let Some(db) = dbs.get(&m.path) {
+            return Ok(db.clone());
+        }
+        let provider = Arc::new(MmdbProvider::open(&m.path).map_err(|e| e.to_string())?);
+        if !m.reload_interval.is_zero() && tokio::runtime::Handle::try_current().is_ok() {
+            provider.spawn_reloader(m.reload_interval);
+        }
+        dbs.insert(m.path.clone(), provider.clone());
+        Ok(provider)
+    }
+
+    /// The ipinsights limiter for a key, shared with the lookups of that key when a
+    /// pipeline uses it (build the pipelines' chains first), else with the
+    /// documented 600/hour.
+    pub fn ipinsights_limiter(
+        &self,
+        base_url: &str,
+        key: &Secret,
+    ) -> Result<Arc<RateLimiter>, String> {
+        self.limiter("ipinsights", base_url, key, default_rate("ipinsights"))
+    }
+
+    /// The limiter of one provider key, created on first use with `rate`.
+    pub fn limiter(
+        &self,
+        kind: &str,
+        base_url: &str,
+        key: &Secret,
+        rate: RateSettings,
+    ) -> Result<Arc<RateLimiter>, String> {
+        let id = identity(kind, base_url, key);
+        let mut limiters = self.limiters.lock().expect("limiters lock");
+        if let Some(l) = limiters.get(&id) {
+            return Ok(l.clone());
+        }
+        let limiter = RateLimiter::try_new(kind, rate)
+            .map(Arc::new)
+            .map_err(|e| {
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
+        limiters.insert(id, limiter.clone());
+        Ok(limiter)
+    }
+
+    fn engine(
+        &self,
+        kind: &str,
+        base_url: &str,
+        key: &Secret,
+        provider: Arc<dyn Provider>,
+        config: &EngineConfig,
+    ) -> Result<Arc<Engine>, String> {
+        let id = identity(kind, base_url, key);
+        if let Some(e) = self.engines.lock().expect("engines lock").get(&id) {
+            return Ok(e.clone());
+        }
+        let settings = engine_settings(kind, config)?;
+        let limiter = self.limiter(kind, base_url, key, settings.rate.clone())?;
+        let engine = Engine::try_new(provider, settings, limiter, &self.registry)
+            .map_err(|e| e.to_string())?;
+        self.engines
+            .lock()
+            .expect("engines lock")
+            .insert(id, engine.clone());
+        Ok(engine)
+    }
+}
+
+/// Provider, URL and a hash of the key: never the key itself.
+fn identity(kind: &str, base_url: &str, key: &Secret) -> String {
+    let mut h = DefaultHasher::new();
+    key.expose().hash(&mut h);
+    format!(
+        "{kind}|{}|{:016x}",
+        base_url.trim_end_matches('/'),
+        h.finish()
+    )
+}
+
+/// Documented limits per provider (../shared/providers/), as engine defaults.
+fn default_rate(kind: &str) -> RateSettings {
+    let mut rate = RateSettings::ipinsights();
+    match kind {
+        // "600 requests per hour per key", each public IP of a bulk call counted.
+        "ipinsights" => {}
+        // 30-600 requests a minute by plan: the Starter plan's 30/min is the safe default.
+        "openipapi" => {
+            rate.requests_per_second = 0.5;
+            rate.request_burst = NonZeroU32::new(5).expect("non-zero");
+            rate.units_per_second = None;
+            rate.window = std::time::Duration::from_secs(60);
+        }
+        // IPTrust, IPGeolocation and Cloudflare document no fixed rate: 10/s, burst 20.
+        _ => {
+            rate.requests_per_second = 10.0;
+            rate.request_burst = NonZeroU32::new(20).expect("non-zero");
+            rate.units_per_second = None;
+            rate.window = std::time::Duration::from_secs(60);
+        }
+    }
+    rate
+}
+
+fn engine_settings(kind: &str, c: &EngineConfig) -> Result<EngineSettings, String> {
+    let nz = |n: usize, what: &str| {
+        NonZeroUsize::new(n).ok_or_else(|| format!("lookup.{what} must be at least 1"))
+    };
+    let nz32 = |n: u32, what: &str| {
+        NonZeroU32::new(n).ok_or_else(|| format!("lookup.{what} must be at least 1"))
+    };
+    let mut s = EngineSettings {
+        rate: default_rate(kind),
+        ..EngineSettings::default()
+    };
+    if let Some(v) = c.ttl {
+        s.ttl = v;
+    }
+    if let Some(v) = c.negative_ttl {
+        s.negative_ttl = v;
+    }
+    if let Some(v) = c.cache_entries {
+        s.cache_entries = nz(v, "cache_entries")?;
+    }
+    if let Some(v) = c.max_batch {
+        s.max_batch = Some(nz(v, "max_batch")?);
+    }
+    if let Some(v) = c.max_wait {
+        s.max_wait = v;
+    }
+    if let Some(v) = c.concurrency {
+        s.concurrency = nz(v, "concurrency")?;
+    }
+    if let Some(v) = c.requests_per_second {
+        s.rate.requests_per_second = v;
+    }
+    if let Some(v) = c.request_burst {
+        s.rate.request_burst = nz32(v, "request_burst")?;
+    }
+    if let Some(v) = c.units_per_second {
+        s.rate.units_per_second = Some(v);
+    }
+    if let Some(v) = c.unit_burst {
+        s.rate.unit_burst = nz32(v, "unit_burst")?;
+    }
+    if let Some(v) = c.breaker_failures {
+        s.breaker.failures = nz32(v, "breaker_failures")?;
+    }
+    if let Some(v) = c.breaker_open_for {
+        s.breaker.open_for = v;
+    }
+    s.rate.validate().map_err(|e| {
+        e.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    Ok(s)
+}
+
 /// Builds one member of a chain.
-pub fn member(index: usize, config: &ProviderConfig) -> Result<Member, BuildError> {
+pub fn member(
+    index: usize,
+    config: &ProviderConfig,
+    shared: &SharedProviders,
+) -> Result<Member, BuildError> {
     let kind = config.kind();
     let err = |reason: String| BuildError {
         key: format!("providers[{index}].{kind}"),
         reason,
     };
-    let remote = |p: Arc<dyn Provider>| Ok(Member::Remote(p));
-    match config {
-        ProviderConfig::Mmdb(m) => {
-            let provider = Arc::new(MmdbProvider::open(&m.path).map_err(|e| err(e.to_string()))?);
-            if !m.reload_interval.is_zero() && tokio::runtime::Handle::try_current().is_ok() {
-                provider.spawn_reloader(m.reload_interval);
+    let http = |base_url: &Option<String>, key: &KeySource, timeouts: &TimeoutsConfig| {
+        let url = base_url
+            .as_deref()
+            .unwrap_or(default_base_url(kind))
+            .to_string();
+        let key = secret(key).map_err(err)?;
+        let s = settings(&url, key.clone(), timeouts).map_err(err)?;
+        Ok::<_, BuildError>((url, key, s))
+    };
+    let client = |e: super::providers::ProviderError| err(e.to_string());
+    let (url, key, provider, lookup): (String, Secret, Arc<dyn Provider>, &EngineConfig) =
+        match config {
+            ProviderConfig::Mmdb(m) => return Ok(Member::Local(shared.database(m).map_err(err)?)),
+            ProviderConfig::Openipapi(c) => {
+                let (url, key, s) = http(&c.base_url, &c.api_key, &c.timeouts)?;
+                (
+                    url,
+                    key,
+                    Arc::new(OpenIpApiClient::new(&s, c.plan).map_err(client)?),
+                    &c.lookup,
+                )
             }
-            Ok(Member::Local(provider))
-        }
-        ProviderConfig::Ipinsights(c) => {
-            let s = settings(kind, c.base_url.as_deref(), &c.api_key, &c.timeouts).map_err(err)?;
-            remote(Arc::new(
-                IpInsightsClient::new(&s).map_err(|e| err(e.to_string()))?,
-            ))
-        }
-        ProviderConfig::Openipapi(c) => {
-            let s = settings(kind, c.base_url.as_deref(), &c.api_key, &c.timeouts).map_err(err)?;
-            remote(Arc::new(
-                OpenIpApiClient::new(&s, c.plan).map_err(|e| err(e.to_string()))?,
-            ))
-        }
-        ProviderConfig::Iptrust(c) => {
-            let s = settings(kind, c.base_url.as_deref(), &c.api_key, &c.timeouts).map_err(err)?;
-            remote(Arc::new(
-                IpTrustClient::new(&s).map_err(|e| err(e.to_string()))?,
-            ))
-        }
-        ProviderConfig::Ipgeolocation(c) => {
-            let s = settings(kind, c.base_url.as_deref(), &c.api_key, &c.timeouts).map_err(err)?;
-            remote(Arc::new(
-                IpGeolocationClient::new(&s).map_err(|e| err(e.to_string()))?,
-            ))
-        }
-        ProviderConfig::CloudflareRadar(c) => {
-            let s = settings(kind, c.base_url.as_deref(), &c.api_key, &c.timeouts).map_err(err)?;
-            remote(Arc::new(
-                CloudflareRadarClient::new(&s).map_err(|e| err(e.to_string()))?,
-            ))
-        }
-    }
+            ProviderConfig::Ipinsights(c) => {
+                let (url, key, s) = http(&c.base_url, &c.api_key, &c.timeouts)?;
+                (
+                    url,
+                    key,
+                    Arc::new(IpInsightsClient::new(&s).map_err(client)?),
+                    &c.lookup,
+                )
+            }
+            ProviderConfig::Iptrust(c) => {
+                let (url, key, s) = http(&c.base_url, &c.api_key, &c.timeouts)?;
+                (
+                    url,
+                    key,
+                    Arc::new(IpTrustClient::new(&s).map_err(client)?),
+                    &c.lookup,
+                )
+            }
+            ProviderConfig::Ipgeolocation(c) => {
+                let (url, key, s) = http(&c.base_url, &c.api_key, &c.timeouts)?;
+                (
+                    url,
+                    key,
+                    Arc::new(IpGeolocationClient::new(&s).map_err(client)?),
+                    &c.lookup,
+                )
+            }
+            ProviderConfig::CloudflareRadar(c) => {
+                let (url, key, s) = http(&c.base_url, &c.api_key, &c.timeouts)?;
+                (
+                    url,
+                    key,
+                    Arc::new(CloudflareRadarClient::new(&s).map_err(client)?),
+                    &c.lookup,
+                )
+            }
+        };
+    let engine = shared
+        .engine(kind, &url, &key, provider, lookup)
+        .map_err(err)?;
+    Ok(Member::Remote(engine))
 }
 
 /// Builds the whole chain of a pipeline, reporting every broken provider at once.
-pub fn chain(providers: &[ProviderConfig]) -> Result<Chain, Vec<BuildError>> {
+pub fn chain(
+    providers: &[ProviderConfig],
+    shared: &SharedProviders,
+) -> Result<Chain, Vec<BuildError>> {
     let mut members = Vec::new();
     let mut errors = Vec::new();
     for (i, p) in providers.iter().enumerate() {
-        match member(i, p) {
+        match member(i, p, shared) {
             Ok(m) => members.push(m),
             Err(e) => errors.push(e),
         }

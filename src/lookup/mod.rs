@@ -9,15 +9,16 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub mod build;
 pub mod batcher;
 pub mod breaker;
+pub mod build;
 pub mod cache;
 pub mod engine;
 pub mod providers;
 pub mod rate_limit;
 pub mod record;
 
+use engine::{Engine, Outcome};
 use providers::mmdb::MmdbProvider;
 use providers::{Answer, Provider};
 use record::IntelRecord;
@@ -31,11 +32,24 @@ pub enum Status {
     NoData,
     /// No provider could answer (errors); see the logs and metrics.
     Error,
+    /// Not asked: the key's rate limit or budget is spent for now.
+    RateLimited,
+    /// Not asked: the provider's circuit breaker is open.
+    CircuitOpen,
+    /// The event's `max_enrichment_delay` passed before an answer came.
+    Timeout,
 }
 
 impl Status {
     /// Every status, in declaration order (`ALL[s as usize] == s`).
-    pub const ALL: [Status; 3] = [Status::Ok, Status::NoData, Status::Error];
+    pub const ALL: [Status; 6] = [
+        Status::Ok,
+        Status::NoData,
+        Status::Error,
+        Status::RateLimited,
+        Status::CircuitOpen,
+        Status::Timeout,
+    ];
 
     /// The word written into events.
     pub fn as_str(self) -> &'static str {
@@ -43,6 +57,9 @@ impl Status {
             Status::Ok => "ok",
             Status::NoData => "no_data",
             Status::Error => "error",
+            Status::RateLimited => "rate_limited",
+            Status::CircuitOpen => "circuit_open",
+            Status::Timeout => "timeout",
         }
     }
 }
@@ -59,8 +76,8 @@ pub struct Resolved {
 pub enum Member {
     /// In-process database, answered synchronously.
     Local(Arc<MmdbProvider>),
-    /// A remote API.
-    Remote(Arc<dyn Provider>),
+    /// A remote API behind its lookup engine (cache, batching, limits, breaker).
+    Remote(Arc<Engine>),
 }
 
 /// Providers in order of precedence.
@@ -86,23 +103,30 @@ impl Chain {
             .iter()
             .map(|m| match m {
                 Member::Local(p) => Provider::name(p.as_ref()).to_string(),
-                Member::Remote(p) => p.name().to_string(),
+                Member::Remote(e) => e.name().to_string(),
             })
             .collect()
     }
 
-    /// Looks one public address up through every provider.
+    /// Looks one public address up through every provider. A provider that cannot
+    /// answer (rate limited, breaker open, failed) is skipped and the next one fills
+    /// the same fields: the chain falls back instead of failing.
     pub async fn lookup(&self, ip: IpAddr) -> Resolved {
         let mut merged = IntelRecord::default();
         let mut answered = false;
-        let mut failed = false;
+        let mut failure: Option<Status> = None;
         for member in &self.members {
             let answer = match member {
                 Member::Local(p) => Ok(p.lookup_sync(ip)),
-                Member::Remote(p) => p
-                    .lookup(std::slice::from_ref(&ip))
-                    .await
-                    .map(|mut v| v.pop().unwrap_or(Answer::NoData)),
+                Member::Remote(e) => match e.cached(ip) {
+                    Some(a) => Ok(a),
+                    None => match e.lookup(ip).await {
+                        Outcome::Answer(a) => Ok(a),
+                        Outcome::RateLimited => Err(Status::RateLimited),
+                        Outcome::CircuitOpen => Err(Status::CircuitOpen),
+                        Outcome::Failed => Err(Status::Error),
+                    },
+                },
             };
             match answer {
                 Ok(Answer::Found(record)) => {
@@ -110,9 +134,8 @@ impl Chain {
                     merge_missing(&mut merged, record);
                 }
                 Ok(Answer::NoData) => answered = true,
-                Err(error) => {
-                    failed = true;
-                    tracing::debug!(%error, "provider lookup failed");
+                Err(status) => {
+                    failure.get_or_insert(status);
                 }
             }
             if is_complete(&merged) {
@@ -121,10 +144,10 @@ impl Chain {
         }
         let status = if !merged.is_empty() {
             Status::Ok
-        } else if answered || !failed {
+        } else if answered {
             Status::NoData
         } else {
-            Status::Error
+            failure.unwrap_or(Status::NoData)
         };
         Resolved {
             status,
