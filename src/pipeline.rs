@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{
-    DeadLetterConfig, Format, OutputConfig, PipelineConfig, SinkConfig, SourceConfig,
+    DeadLetterConfig, Format, OutputConfig, PipelineConfig, SinkConfig, SlowLookup, SourceConfig,
 };
 use crate::event::{decode, BadEvent, SourceRecord};
 use crate::extract::{Extractor, IpClass};
@@ -82,6 +82,7 @@ pub struct Stage {
     chain: Chain,
     output: OutputConfig,
     max_enrichment_delay: Duration,
+    on_slow_lookup: SlowLookup,
     metrics: PipelineMetrics,
 }
 
@@ -114,6 +115,7 @@ impl Stage {
             chain,
             output: config.output.clone(),
             max_enrichment_delay: config.limits.max_enrichment_delay,
+            on_slow_lookup: config.limits.on_slow_lookup,
             metrics,
         })
     }
@@ -127,7 +129,9 @@ impl Stage {
         }
         // Public addresses are looked up concurrently, all under one deadline; an
         // address still waiting when it passes is marked `timeout` (its answer will
-        // still fill the cache for the next event).
+        // still fill the cache for the next event). With `backpressure` there is no
+        // deadline: the event waits, the bounded in-flight queue fills, and reading
+        // from the source pauses until the providers answer again.
         let deadline = Instant::now() + self.max_enrichment_delay;
         let lookups: Vec<Option<Resolved>> =
             join_all(extraction.found.iter().map(|found| async move {
@@ -135,12 +139,17 @@ impl Stage {
                 if found.class != IpClass::Public || self.chain.is_empty() {
                     return None;
                 }
-                let resolved = tokio::time::timeout_at(deadline, self.chain.lookup(found.ip))
-                    .await
-                    .unwrap_or(Resolved {
-                        status: Status::Timeout,
-                        record: Default::default(),
-                    });
+                let resolved = match self.on_slow_lookup {
+                    SlowLookup::FailOpen => {
+                        tokio::time::timeout_at(deadline, self.chain.lookup(found.ip))
+                            .await
+                            .unwrap_or(Resolved {
+                                status: Status::Timeout,
+                                record: Default::default(),
+                            })
+                    }
+                    SlowLookup::Backpressure => self.lookup_until_answered(found.ip).await,
+                };
                 self.metrics.lookup(resolved.status);
                 Some(resolved)
             }))
@@ -153,6 +162,23 @@ impl Stage {
             },
             &self.output,
         ))
+    }
+}
+
+impl Stage {
+    /// Retries until a provider answers (`on_slow_lookup: backpressure`), backing off
+    /// from 100 ms to 5 s between rounds; the engine's limiter and breaker pace it.
+    async fn lookup_until_answered(&self, ip: std::net::IpAddr) -> Resolved {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let resolved = self.chain.lookup(ip).await;
+            if matches!(resolved.status, Status::Ok | Status::NoData) {
+                return resolved;
+            }
+            self.metrics.lookup(resolved.status);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
     }
 }
 

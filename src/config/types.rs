@@ -478,6 +478,21 @@ pub struct LimitsConfig {
     /// `rate_limited` or `circuit_open` for the addresses still missing.
     #[serde(default = "default_max_enrichment_delay", with = "humantime_serde")]
     pub max_enrichment_delay: Duration,
+    /// `fail_open` (default): past `max_enrichment_delay` the event goes on with a
+    /// status marker. `backpressure`: events wait for answers and reading pauses.
+    #[serde(default)]
+    pub on_slow_lookup: SlowLookup,
+}
+
+/// What a pipeline does when providers are slower than the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowLookup {
+    /// Never stall the stream: mark the addresses and move on.
+    #[default]
+    FailOpen,
+    /// Never skip a lookup: stop reading until the providers answer.
+    Backpressure,
 }
 
 /// Long enough for a bulk call to a healthy API, short enough that a stalled one
@@ -493,6 +508,7 @@ impl Default for LimitsConfig {
             max_ips_per_event: default_max_ips_per_event(),
             max_in_flight: default_max_in_flight(),
             max_enrichment_delay: default_max_enrichment_delay(),
+            on_slow_lookup: SlowLookup::default(),
         }
     }
 }
