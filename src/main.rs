@@ -371,6 +371,24 @@ fn check(path: &Path) -> Result<ExitCode> {
             None => println!("  dead_letter: stderr"),
         }
     }
+    for r in &config.reporters {
+        println!("reporter {}:", r.name);
+        println!(
+            "  reads: [{}] -> signals {}",
+            r.topics.join(", "),
+            r.signals_topic
+        );
+        let rules: Vec<&str> = r.rules.iter().map(|rule| rule.name.as_str()).collect();
+        println!("  rules: [{}]", rules.join(", "));
+        println!(
+            "  mode: {}",
+            if r.dry_run {
+                "dry-run (nothing is sent)"
+            } else {
+                "sending to ipinsights"
+            }
+        );
+    }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
