@@ -17,7 +17,7 @@ use super::http::{
     body_message, fallback_status_error, lower, text, HttpClient, HttpSettings, RateInfo,
     RawResponse,
 };
-use super::{Answer, Provider, ProviderError, ProviderFuture};
+use super::{one_at_a_time, Answer, Provider, ProviderError, ProviderFuture};
 use crate::lookup::record::{AsnInfo, IntelRecord};
 use crate::secret::Secret;
 
@@ -211,16 +211,7 @@ impl Provider for CloudflareRadarClient {
         &'a self,
         ips: &'a [IpAddr],
     ) -> ProviderFuture<'a, Result<Vec<Answer>, ProviderError>> {
-        Box::pin(async move {
-            match ips {
-                [] => Ok(Vec::new()),
-                [ip] => Ok(vec![self.lookup_ip(*ip).await?]),
-                _ => Err(ProviderError::BatchTooLarge {
-                    len: ips.len(),
-                    max: 1,
-                }),
-            }
-        })
+        one_at_a_time(ips, move |ip| self.lookup_ip(ip))
     }
 }
 

@@ -58,6 +58,28 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// `Provider::lookup` for single-address APIs: no call for no address, one call for
+/// one, and `BatchTooLarge` for more (the engine never sends more to them).
+pub fn one_at_a_time<'a, F, Fut>(
+    ips: &'a [IpAddr],
+    lookup_ip: F,
+) -> ProviderFuture<'a, Result<Vec<Answer>, ProviderError>>
+where
+    F: FnOnce(IpAddr) -> Fut + Send + 'a,
+    Fut: Future<Output = Result<Answer, ProviderError>> + Send + 'a,
+{
+    Box::pin(async move {
+        match ips {
+            [] => Ok(Vec::new()),
+            [ip] => Ok(vec![lookup_ip(*ip).await?]),
+            _ => Err(ProviderError::BatchTooLarge {
+                len: ips.len(),
+                max: 1,
+            }),
+        }
+    })
+}
+
 /// Why a provider could not answer.
 ///
 /// Messages taken from a provider's error body are cut to a few hundred characters
