@@ -34,7 +34,7 @@ pub struct Signal {
     pub ip: IpAddr,
     /// Event time (Kafka timestamp of the enriched event), ms since the epoch.
     pub at_ms: u64,
-    /// Stable id of (event position, rule): a re-read event is not counted twice.
+    /// Stable id of (rule, event content): a re-read or replayed event is not counted twice.
     pub id: u64,
     /// The enrichment's threat score for the attacker, 0-100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,9 +71,22 @@ impl RuleSet {
             .collect()
     }
 
-    /// Signals of one event. `origin` identifies the event (`topic/partition/offset`).
+    /// Signals of one event. `origin` names the event (`topic/partition/offset`).
     pub fn evaluate(&self, event: &Value, origin: &str, at_ms: u64) -> Vec<Signal> {
         let mut out = Vec::new();
+        // A signal's id is its rule and the event's own content (without the
+        // enrichment, which may differ between runs): an event read twice, whether
+        // re-read after a crash or replayed into the topic, counts once. `origin` only
+        // names the event in logs.
+        let _ = origin;
+        let content = match event {
+            Value::Object(map) if map.contains_key(&self.enrichment_field) => {
+                let mut own = map.clone();
+                own.remove(&self.enrichment_field);
+                Value::Object(own).to_string()
+            }
+            other => other.to_string(),
+        };
         for rule in &self.rules {
             let Some(hit) = self.fire(rule, event) else {
                 continue;
@@ -110,7 +123,7 @@ impl RuleSet {
                 rule: rule.name.clone(),
                 ip,
                 at_ms,
-                id: fnv1a(format!("{origin}|{}", rule.name).as_bytes()),
+                id: fnv1a(format!("{}|{content}", rule.name).as_bytes()),
                 threat_score,
                 sample,
             });
@@ -425,9 +438,14 @@ mod tests {
             !sample.contains("admin") && !sample.contains("bastion"),
             "{sample}"
         );
-        // Ids differ by origin and are stable.
-        assert_eq!(r.evaluate(&ev, "x", 0)[0].id, s[0].id);
-        assert_ne!(r.evaluate(&ev, "y", 0)[0].id, s[0].id);
+        // Ids follow the event's content, not where it was read: a replay is the same
+        // signal, a different line is another one, and the enrichment does not count.
+        assert_eq!(r.evaluate(&ev, "y", 0)[0].id, s[0].id);
+        let enriched =
+            serde_json::json!({"message": ev["message"], "enrichment": {"status": "timeout"}});
+        assert_eq!(r.evaluate(&enriched, "z", 0)[0].id, s[0].id);
+        let other = serde_json::json!({"message": "Nov 23 04:12:02 bastion sshd[1]: Failed password for invalid user admin from ::ffff:10.0.0.1 port 22 ssh2"});
+        assert_ne!(r.evaluate(&other, "x", 0)[0].id, s[0].id);
     }
 
     #[test]
