@@ -290,6 +290,28 @@ pub struct EngineConfig {
     /// How long an open breaker waits before a probe (default 30s).
     #[serde(default, with = "humantime_serde")]
     pub breaker_open_for: Option<Duration>,
+    /// Most addresses waiting for upstream; more are answered `rate_limited` (default 10,000).
+    #[serde(default)]
+    pub max_pending: Option<usize>,
+    /// The provider's quota window: after `X-RateLimit-Remaining: 0` the key pauses
+    /// until this long after the window's first request (ipinsights: 1h).
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
+    /// Hourly, daily or monthly budgets of charged addresses, e.g.
+    /// `[{period: 24h, limit: 10000}, {period: 30days, limit: 250000}]`.
+    #[serde(default)]
+    pub budgets: Vec<BudgetConfig>,
+}
+
+/// A budget of charged units (addresses, reports) per period.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Window length; windows start at the first use.
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// Units allowed per window.
+    pub limit: u64,
 }
 
 /// HTTP timeouts.

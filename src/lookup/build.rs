@@ -25,7 +25,7 @@ use super::providers::iptrust::IpTrustClient;
 use super::providers::mmdb::MmdbProvider;
 use super::providers::openipapi::OpenIpApiClient;
 use super::providers::Provider;
-use super::rate_limit::{RateLimiter, RateSettings};
+use super::rate_limit::{Budget, RateLimiter, RateSettings};
 use super::{Chain, Member};
 use crate::config::{EngineConfig, KeySource, ProviderConfig, TimeoutsConfig};
 use crate::secret::Secret;
@@ -241,6 +241,16 @@ fn engine_settings(kind: &str, c: &EngineConfig) -> Result<EngineSettings, Strin
     if let Some(v) = c.breaker_open_for {
         s.breaker.open_for = v;
     }
+    if let Some(v) = c.max_pending {
+        s.max_pending = nz(v, "max_pending")?;
+    }
+    if let Some(v) = c.window {
+        s.rate.window = v;
+    }
+    s.rate.budgets.extend(c.budgets.iter().map(|b| Budget {
+        period: b.period,
+        limit: b.limit,
+    }));
     s.rate.validate().map_err(|e| {
         e.iter()
             .map(ToString::to_string)
@@ -343,5 +353,64 @@ pub fn chain(
         Ok(Chain::new(members))
     } else {
         Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine_config(yaml: &str) -> EngineConfig {
+        serde_yaml_ng::from_str(yaml).expect("engine config parses")
+    }
+
+    #[test]
+    fn defaults_follow_each_providers_documented_limits() {
+        let ipinsights = engine_settings("ipinsights", &EngineConfig::default()).unwrap();
+        assert_eq!(
+            ipinsights.rate,
+            RateSettings::ipinsights(),
+            "600/hour per key"
+        );
+        let openipapi = engine_settings("openipapi", &EngineConfig::default()).unwrap();
+        assert_eq!(
+            openipapi.rate.requests_per_second, 0.5,
+            "Starter plan: 30 a minute"
+        );
+        assert_eq!(
+            openipapi.rate.units_per_second, None,
+            "counted in requests only"
+        );
+    }
+
+    #[test]
+    fn overrides_and_budgets_reach_the_engine() {
+        let c = engine_config(
+            "ttl: 2h\nmax_pending: 50\nunits_per_second: 2\nunit_burst: 100\nwindow: 10m\nbudgets:\n  - {period: 24h, limit: 10000}\n  - {period: 30days, limit: 250000}\n",
+        );
+        let s = engine_settings("ipinsights", &c).unwrap();
+        assert_eq!(s.ttl, std::time::Duration::from_secs(7200));
+        assert_eq!(s.max_pending.get(), 50);
+        assert_eq!(s.rate.units_per_second, Some(2.0));
+        assert_eq!(s.rate.window, std::time::Duration::from_secs(600));
+        assert_eq!(
+            s.rate.budgets,
+            vec![
+                Budget {
+                    period: std::time::Duration::from_secs(86_400),
+                    limit: 10_000
+                },
+                Budget {
+                    period: std::time::Duration::from_secs(30 * 86_400),
+                    limit: 250_000
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn zero_sizes_are_refused_with_the_key() {
+        let err = engine_settings("iptrust", &engine_config("concurrency: 0\n")).unwrap_err();
+        assert_eq!(err, "lookup.concurrency must be at least 1");
     }
 }
