@@ -172,3 +172,168 @@ fn merge_missing(into: &mut IntelRecord, from: IntelRecord) {
 fn is_complete(r: &IntelRecord) -> bool {
     r.asn.is_some() && r.geo.is_some() && r.threat.is_some()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    use super::engine::EngineSettings;
+    use super::providers::{ProviderError, ProviderFuture};
+    use super::rate_limit::{RateLimiter, RateSettings};
+    use super::record::{AsnInfo, ThreatInfo};
+    use super::*;
+
+    /// A provider that always fails, or always answers with the given sections.
+    struct Fixed {
+        name: &'static str,
+        asn: Option<u32>,
+        threat: Option<u8>,
+        failing: bool,
+    }
+
+    impl Provider for Fixed {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn lookup<'a>(
+            &'a self,
+            ips: &'a [IpAddr],
+        ) -> ProviderFuture<'a, Result<Vec<Answer>, ProviderError>> {
+            Box::pin(async move {
+                if self.failing {
+                    return Err(ProviderError::Server {
+                        status: 503,
+                        message: "down".into(),
+                    });
+                }
+                let record = IntelRecord {
+                    asn: self.asn.map(|n| AsnInfo {
+                        number: Some(n),
+                        ..AsnInfo::default()
+                    }),
+                    threat: self.threat.map(|s| ThreatInfo {
+                        score: Some(s),
+                        ..ThreatInfo::default()
+                    }),
+                    ..IntelRecord::default()
+                };
+                Ok(ips.iter().map(|_| Answer::Found(record.clone())).collect())
+            })
+        }
+    }
+
+    fn engine(p: Fixed, registry: &prometheus::Registry) -> Member {
+        let settings = EngineSettings {
+            rate: RateSettings {
+                requests_per_second: 1000.0,
+                request_burst: NonZeroU32::new(1000).unwrap(),
+                units_per_second: None,
+                ..RateSettings::ipinsights()
+            },
+            breaker: breaker::BreakerSettings {
+                failures: NonZeroU32::new(2).unwrap(),
+                open_for: Duration::from_secs(60),
+            },
+            max_wait: Duration::from_millis(1),
+            ..EngineSettings::default()
+        };
+        let limiter = Arc::new(RateLimiter::try_new(p.name, settings.rate.clone()).unwrap());
+        Member::Remote(Engine::try_new(Arc::new(p), settings, limiter, registry).unwrap())
+    }
+
+    #[tokio::test]
+    async fn sections_come_from_the_first_provider_that_has_them() {
+        let r = prometheus::Registry::new();
+        let chain = Chain::new(vec![
+            engine(
+                Fixed {
+                    name: "asn_only",
+                    asn: Some(1),
+                    threat: None,
+                    failing: false,
+                },
+                &r,
+            ),
+            engine(
+                Fixed {
+                    name: "both",
+                    asn: Some(2),
+                    threat: Some(70),
+                    failing: false,
+                },
+                &r,
+            ),
+        ]);
+        let got = chain.lookup("8.8.8.8".parse().unwrap()).await;
+        assert_eq!(got.status, Status::Ok);
+        assert_eq!(
+            got.record.asn.unwrap().number,
+            Some(1),
+            "the first provider wins the asn"
+        );
+        assert_eq!(
+            got.record.threat.unwrap().score,
+            Some(70),
+            "the second fills the threat"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_open_provider_falls_back_to_the_next() {
+        let r = prometheus::Registry::new();
+        let chain = Chain::new(vec![
+            engine(
+                Fixed {
+                    name: "down",
+                    asn: None,
+                    threat: None,
+                    failing: true,
+                },
+                &r,
+            ),
+            engine(
+                Fixed {
+                    name: "up",
+                    asn: Some(2),
+                    threat: Some(10),
+                    failing: false,
+                },
+                &r,
+            ),
+        ]);
+        // Failures first, then the breaker opens: the answer comes from "up" every time.
+        for i in 0..5u8 {
+            let got = chain.lookup(IpAddr::from([8, 8, 4, i])).await;
+            assert_eq!(got.status, Status::Ok, "lookup {i}");
+            assert_eq!(got.record.asn.unwrap().number, Some(2));
+        }
+    }
+
+    #[tokio::test]
+    async fn with_no_provider_answering_the_failure_is_the_status() {
+        let r = prometheus::Registry::new();
+        let chain = Chain::new(vec![engine(
+            Fixed {
+                name: "down",
+                asn: None,
+                threat: None,
+                failing: true,
+            },
+            &r,
+        )]);
+        assert_eq!(
+            chain.lookup("1.1.1.1".parse().unwrap()).await.status,
+            Status::Error
+        );
+        assert_eq!(
+            chain.lookup("1.1.1.2".parse().unwrap()).await.status,
+            Status::Error
+        );
+        assert_eq!(
+            chain.lookup("1.1.1.3".parse().unwrap()).await.status,
+            Status::CircuitOpen,
+            "breaker open after 2"
+        );
+    }
+}
