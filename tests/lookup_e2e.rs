@@ -216,6 +216,28 @@ impl Enriched {
 }
 
 /// Reads the output topic from the beginning, incrementally.
+/// Sends `waves` waves of `wave` new addresses from `block`, waiting for each wave's
+/// output and printing its statuses, with `pause` between waves.
+fn run_waves(
+    s: &Setup,
+    reader: &mut Reader,
+    (waves, wave): (usize, usize),
+    block: u32,
+    label: &str,
+    pause: Duration,
+) {
+    for w in 0..waves {
+        s.produce(w * wave..(w + 1) * wave, |seq| public(block, seq));
+        let got = reader.until((w + 1) * wave, Duration::from_secs(60));
+        println!(
+            "{label}, wave {w}: {:?}, max delay {} ms",
+            tally(got),
+            max_delay(got)
+        );
+        std::thread::sleep(pause);
+    }
+}
+
 struct Reader {
     consumer: BaseConsumer,
     topic: String,
@@ -563,16 +585,14 @@ async fn configured_below_the_simulator_limit_gets_no_429() {
         let mut reader = Reader::new(&s.kafka, &s.output);
         // 1,200 new addresses in waves of 150 a few hundred ms apart: several times
         // what either limit allows.
-        for w in 0..WAVES {
-            s.produce(w * WAVE..(w + 1) * WAVE, |seq| public(1, seq));
-            let got = reader.until((w + 1) * WAVE, Duration::from_secs(60));
-            println!(
-                "below the limit, wave {w}: {:?}, max delay {} ms",
-                tally(got),
-                max_delay(got)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        run_waves(
+            &s,
+            &mut reader,
+            (WAVES, WAVE),
+            1,
+            "below the limit",
+            Duration::from_millis(200),
+        );
         assert_eq!(child.terminate(Duration::from_secs(30)), Some(0));
 
         assert_exactly_once(&reader.got, WAVES * WAVE, &s.log());
@@ -651,16 +671,14 @@ async fn stricter_simulator_retry_after_is_honoured_and_the_stream_flows() {
         );
         let mut child = Proc::run(&cfg, &s.log());
         let mut reader = Reader::new(&s.kafka, &s.output);
-        for w in 0..WAVES {
-            s.produce(w * WAVE..(w + 1) * WAVE, |seq| public(2, seq));
-            let got = reader.until((w + 1) * WAVE, Duration::from_secs(60));
-            println!(
-                "stricter simulator, wave {w}: {:?}, max delay {} ms",
-                tally(got),
-                max_delay(got)
-            );
-            std::thread::sleep(Duration::from_millis(400));
-        }
+        run_waves(
+            &s,
+            &mut reader,
+            (WAVES, WAVE),
+            2,
+            "stricter simulator",
+            Duration::from_millis(400),
+        );
         assert_eq!(child.terminate(Duration::from_secs(30)), Some(0));
 
         assert_exactly_once(&reader.got, WAVES * WAVE, &s.log());
