@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::Format;
 
@@ -64,6 +64,19 @@ pub enum BadEvent {
     InvalidJson(String),
     #[error("event is json but not an object (found {0})")]
     NotAnObject(&'static str),
+    /// A member the output must merge into holds a value serde_json cannot
+    /// represent (a number beyond f64, a lone surrogate escape).
+    #[error("field `{field}` cannot be merged into: {reason}")]
+    Unmappable { field: String, reason: String },
+    /// The enriched event (with its key and headers) is larger than the output accepts.
+    #[error("enriched event is {size} bytes with key and headers, larger than the output's message.max.bytes ({limit})")]
+    TooLargeForOutput { size: usize, limit: usize },
+    /// The output refused this one record (e.g. the broker's RECORD_TOO_LARGE).
+    #[error("output refused the record: {0}")]
+    Refused(String),
+    /// Processing failed on a bug; the event is kept, not the process brought down.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl BadEvent {
@@ -74,12 +87,18 @@ impl BadEvent {
             BadEvent::InvalidUtf8 { .. } => "invalid_utf8",
             BadEvent::InvalidJson(_) => "invalid_json",
             BadEvent::NotAnObject(_) => "not_an_object",
+            BadEvent::Unmappable { .. } => "unmappable",
+            BadEvent::TooLargeForOutput { .. } => "too_large_for_output",
+            BadEvent::Refused(_) => "refused",
+            BadEvent::Internal(_) => "internal",
         }
     }
 }
 
-/// Deepest nesting accepted, as serde_json's own recursion limit.
-pub const MAX_DEPTH: usize = 128;
+/// Deepest nesting accepted. serde_json refuses a document once its 128th level
+/// opens (its recursion budget of 128 reaches zero there), so 127 levels is the most
+/// that every later full parse (ECS merge, the reporter) is guaranteed to accept.
+pub const MAX_DEPTH: usize = 127;
 
 /// A decoded event.
 #[derive(Debug)]
@@ -106,9 +125,13 @@ impl<'a> JsonObject<'a> {
         self.members.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
 
-    /// Parses the whole object (slow path: ECS merging, replacing a field).
-    pub fn to_map(&self) -> Map<String, Value> {
-        serde_json::from_str(self.raw).expect("validated at decode")
+    /// Parses one member's value fully (slow path: ECS merging). Fails on what the
+    /// raw scan accepted but serde_json cannot represent: `1e400`, `"\ud800"`.
+    pub fn parse_member(&self, key: &str, raw: &RawValue) -> Result<Value, BadEvent> {
+        serde_json::from_str(raw.get()).map_err(|e| BadEvent::Unmappable {
+            field: key.to_string(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -129,10 +152,69 @@ pub fn node(raw: &RawValue) -> Node<'_> {
         Some(b'[') => Node::Array(serde_json::from_str(text).unwrap_or_default()),
         Some(b'"') => match serde_json::from_str::<CowStr<'_>>(text) {
             Ok(s) => Node::String(s.0),
-            Err(_) => Node::Scalar,
+            // A lone surrogate escape (`"\ud800 1.1.1.1"`) is valid JSON text that
+            // serde_json will not decode; decode it lossily so no address can hide.
+            Err(_) => Node::String(Cow::Owned(unescape_lossy(text))),
         },
         _ => Node::Scalar,
     }
+}
+
+/// Decodes a JSON string literal (with its quotes), replacing escapes that name no
+/// Unicode scalar value (lone surrogates) with U+FFFD.
+pub fn unescape_lossy(literal: &str) -> String {
+    let inner = literal
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(literal);
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                let Ok(unit) = u16::from_str_radix(&hex, 16) else {
+                    out.push(char::REPLACEMENT_CHARACTER);
+                    continue;
+                };
+                if (0xD800..0xDC00).contains(&unit) {
+                    // A high surrogate: a pair only if `\uDC00..DFFF` follows.
+                    let rest = chars.as_str();
+                    let low = rest
+                        .strip_prefix("\\u")
+                        .and_then(|r| r.get(..4))
+                        .and_then(|h| u16::from_str_radix(h, 16).ok())
+                        .filter(|l| (0xDC00..0xE000).contains(l));
+                    match low {
+                        Some(low) => {
+                            chars = rest[6..].chars();
+                            let code = 0x10000
+                                + ((u32::from(unit) - 0xD800) << 10)
+                                + (u32::from(low) - 0xDC00);
+                            out.push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
+                        }
+                        None => out.push(char::REPLACEMENT_CHARACTER),
+                    }
+                } else {
+                    out.push(
+                        char::from_u32(u32::from(unit)).unwrap_or(char::REPLACEMENT_CHARACTER),
+                    );
+                }
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
 }
 
 /// Decodes raw bytes according to the source's format.
@@ -346,5 +428,20 @@ mod tests {
         let err = decode(doc.as_bytes(), Format::Json, usize::MAX).unwrap_err();
         assert_eq!(err.kind(), "invalid_json");
         assert!(err.to_string().contains("recursion limit"), "{err}");
+    }
+
+    /// Regression (issue 8.1): a lone surrogate escape made the string undecodable,
+    /// so `1.1.1.1` beside it was hidden from extraction (`ips: []`, no marker).
+    #[test]
+    fn lone_surrogates_decode_lossily() {
+        let raw = RawValue::from_string(r#""\ud800 from 1.1.1.1 \ud83d\ude00 \n""#.into()).unwrap();
+        let Node::String(s) = node(&raw) else {
+            panic!("not a string")
+        };
+        assert_eq!(s, "\u{fffd} from 1.1.1.1 \u{1f600} \n");
+        assert_eq!(
+            unescape_lossy(r#""\udc00\ud800\u12zz""#),
+            "\u{fffd}\u{fffd}\u{fffd}"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::io::Write;
 use serde_json::{Map, Value};
 
 use crate::config::{OutputConfig, OutputFormat};
-use crate::event::Decoded;
+use crate::event::{BadEvent, Decoded};
 use crate::extract::{Extraction, Found};
 use crate::lookup::{Resolved, Status};
 
@@ -54,7 +54,16 @@ impl Enrichment<'_> {
 }
 
 /// Renders the enriched event as one line of JSON (no trailing newline).
-pub fn render(event: &Decoded<'_>, enrichment: &Enrichment<'_>, output: &OutputConfig) -> Vec<u8> {
+///
+/// Fails only when an ECS role object the event already has cannot be parsed for
+/// merging (a value serde_json cannot represent); the event then goes to the dead
+/// letter with that reason. Every other member is copied as raw text, so a hostile
+/// value elsewhere in the event passes through untouched.
+pub fn render(
+    event: &Decoded<'_>,
+    enrichment: &Enrichment<'_>,
+    output: &OutputConfig,
+) -> Result<Vec<u8>, BadEvent> {
     let field = output.field.as_str();
     let want_object = output.format != OutputFormat::Ecs;
     let want_ecs = output.format != OutputFormat::Enrichment;
@@ -70,43 +79,118 @@ pub fn render(event: &Decoded<'_>, enrichment: &Enrichment<'_>, output: &OutputC
             write_key(&mut out, field);
             write_enrichment(&mut out, enrichment);
             out.push(b'}');
-            out
+            Ok(out)
         }
         Decoded::Text(line) if !want_ecs => {
             let mut out = Vec::with_capacity(line.len() + 256);
             out.extend_from_slice(b"{\"message\":");
-            serde_json::to_writer(&mut out, line).expect("writing to a Vec cannot fail");
+            write_str(&mut out, line);
             out.push(b',');
             write_key(&mut out, field);
             write_enrichment(&mut out, enrichment);
             out.push(b'}');
-            out
+            Ok(out)
         }
         _ => {
-            let mut object = match event {
-                Decoded::Json(object) => object.to_map(),
-                Decoded::Text(line) => {
-                    let mut m = Map::new();
-                    m.insert("message".into(), Value::String((*line).to_string()));
-                    m
-                }
+            let ecs = if want_ecs {
+                ecs_fields(enrichment)
+            } else {
+                Vec::new()
             };
-            if want_ecs {
-                write_ecs(&mut object, enrichment);
-            }
+            let mut enrichment_json = Vec::new();
             if want_object {
-                let mut buf = Vec::with_capacity(256);
-                write_enrichment(&mut buf, enrichment);
-                let value: Value = serde_json::from_slice(&buf).expect("enrichment is valid json");
-                object.insert(field.to_string(), value);
+                write_enrichment(&mut enrichment_json, enrichment);
             }
-            serde_json::to_vec(&Value::Object(object)).expect("a json value always serialises")
+            let mut out = Vec::with_capacity(event_len(event) + 512);
+            out.push(b'{');
+            let mut first = true;
+            let mut put_key = |out: &mut Vec<u8>, key: &str| {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                write_key(out, key);
+            };
+            let mut done: Vec<&str> = Vec::new();
+            match event {
+                Decoded::Json(object) => {
+                    for (key, raw) in &object.members {
+                        let key = key.as_ref();
+                        if done.contains(&key) {
+                            continue; // a duplicate of a member written below: last one loses
+                        }
+                        if want_object && key == field {
+                            put_key(&mut out, key);
+                            out.extend_from_slice(&enrichment_json);
+                            done.push(key);
+                        } else if let Some((_, add)) = ecs.iter().find(|(role, _)| *role == key) {
+                            let mut value = object.parse_member(key, raw)?;
+                            if let Value::Object(target) = &mut value {
+                                merge_missing(target, add);
+                            }
+                            put_key(&mut out, key);
+                            write_value(&mut out, &value);
+                            done.push(key);
+                        } else {
+                            put_key(&mut out, key);
+                            out.extend_from_slice(raw.get().as_bytes());
+                        }
+                    }
+                }
+                Decoded::Text(line) => {
+                    put_key(&mut out, "message");
+                    write_str(&mut out, line);
+                }
+            }
+            for (role, add) in &ecs {
+                if !done.contains(role) {
+                    put_key(&mut out, role);
+                    write_value(&mut out, &Value::Object(add.clone()));
+                }
+            }
+            if want_object && !done.contains(&field) {
+                put_key(&mut out, field);
+                out.extend_from_slice(&enrichment_json);
+            }
+            out.push(b'}');
+            Ok(out)
+        }
+    }
+}
+
+fn event_len(event: &Decoded<'_>) -> usize {
+    match event {
+        Decoded::Json(o) => o.raw.len(),
+        Decoded::Text(t) => t.len(),
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value) {
+    // A parsed Value holds only finite numbers and valid strings: it always writes.
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+/// Inserts what `add` has and `target` lacks, one level of objects deep, never
+/// overwriting a value that is there.
+fn merge_missing(target: &mut Map<String, Value>, add: &Map<String, Value>) {
+    for (k, v) in add {
+        match (target.get_mut(k), v) {
+            (None, _) => {
+                target.insert(k.clone(), v.clone());
+            }
+            (Some(Value::Object(t)), Value::Object(a)) => merge_missing(t, a),
+            _ => {}
         }
     }
 }
 
 fn write_key(out: &mut Vec<u8>, key: &str) {
-    serde_json::to_writer(&mut *out, key).expect("writing to a Vec cannot fail");
+    write_str(out, key);
     out.push(b':');
 }
 
@@ -132,25 +216,25 @@ fn write_enrichment(out: &mut Vec<u8>, e: &Enrichment<'_>) {
 fn write_ip(out: &mut Vec<u8>, found: &Found, lookup: Option<&Resolved>) {
     // Addresses are plain ASCII: no escaping needed.
     let _ = write!(out, "{{\"ip\":\"{}\",\"field\":", found.ip);
-    serde_json::to_writer(&mut *out, found.field.as_ref()).expect("vec write");
+    write_str(out, found.field.as_ref());
     if let Some(role) = &found.role {
         out.extend_from_slice(b",\"role\":");
-        serde_json::to_writer(&mut *out, role.as_ref()).expect("vec write");
+        write_str(out, role.as_ref());
     }
     let _ = write!(out, ",\"class\":\"{}\"", found.class.as_str());
     if let Some(r) = lookup {
         let _ = write!(out, ",\"status\":\"{}\"", r.status.as_str());
         if let Some(asn) = &r.record.asn {
             out.extend_from_slice(b",\"asn\":");
-            serde_json::to_writer(&mut *out, asn).expect("vec write");
+            let _ = serde_json::to_writer(&mut *out, asn);
         }
         if let Some(geo) = &r.record.geo {
             out.extend_from_slice(b",\"geo\":");
-            serde_json::to_writer(&mut *out, geo).expect("vec write");
+            let _ = serde_json::to_writer(&mut *out, geo);
         }
         if let Some(threat) = &r.record.threat {
             out.extend_from_slice(b",\"threat\":");
-            serde_json::to_writer(&mut *out, threat).expect("vec write");
+            let _ = serde_json::to_writer(&mut *out, threat);
         }
     }
     out.push(b'}');
@@ -159,9 +243,11 @@ fn write_ip(out: &mut Vec<u8>, found: &Found, lookup: Option<&Resolved>) {
 /// ECS roles that have a top-level object of their own.
 const ECS_ROLES: [&str; 5] = ["source", "destination", "client", "server", "host"];
 
-/// Writes ECS fields for the first address of each ECS role, merging into objects
-/// the event already has and never overwriting a value that is there.
-fn write_ecs(object: &mut Map<String, Value>, e: &Enrichment<'_>) {
+/// The ECS fields for the first address of each ECS role: what each role's object
+/// should gain. They are merged into objects the event already has, never
+/// overwriting a value that is there.
+fn ecs_fields(e: &Enrichment<'_>) -> Vec<(&'static str, Map<String, Value>)> {
+    let mut fields = Vec::new();
     for role in ECS_ROLES {
         let Some((found, lookup)) = e
             .extraction
@@ -172,53 +258,49 @@ fn write_ecs(object: &mut Map<String, Value>, e: &Enrichment<'_>) {
         else {
             continue;
         };
-        let target = object
-            .entry(role)
-            .or_insert_with(|| Value::Object(Map::new()));
-        let Value::Object(target) = target else {
-            continue;
-        };
+        let mut target = Map::new();
         if role != "host" {
-            target
-                .entry("ip")
-                .or_insert_with(|| Value::String(found.ip.to_string()));
+            target.insert("ip".into(), Value::String(found.ip.to_string()));
         }
-        let Some(record) = lookup.as_ref().map(|r| &r.record) else {
-            continue;
-        };
-        if let Some(asn) = &record.asn {
-            let mut as_obj = Map::new();
-            if let Some(n) = asn.number {
-                as_obj.insert("number".into(), n.into());
-            }
-            if let Some(org) = asn.org.as_deref().or(asn.name.as_deref()) {
-                let mut o = Map::new();
-                o.insert("name".into(), org.into());
-                as_obj.insert("organization".into(), Value::Object(o));
-            }
-            target.entry("as").or_insert(Value::Object(as_obj));
-        }
-        if let Some(geo) = &record.geo {
-            let mut g = Map::new();
-            let mut put = |k: &str, v: Option<&str>| {
-                if let Some(v) = v {
-                    g.insert(k.into(), v.into());
+        if let Some(record) = lookup.as_ref().map(|r| &r.record) {
+            if let Some(asn) = &record.asn {
+                let mut as_obj = Map::new();
+                if let Some(n) = asn.number {
+                    as_obj.insert("number".into(), n.into());
                 }
-            };
-            put("country_iso_code", geo.country_code.as_deref());
-            put("country_name", geo.country_name.as_deref());
-            put("region_name", geo.region.as_deref());
-            put("city_name", geo.city.as_deref());
-            put("timezone", geo.timezone.as_deref());
-            if let (Some(lat), Some(lon)) = (geo.latitude, geo.longitude) {
-                g.insert(
-                    "location".into(),
-                    serde_json::json!({"lat": lat, "lon": lon}),
-                );
+                if let Some(org) = asn.org.as_deref().or(asn.name.as_deref()) {
+                    let mut o = Map::new();
+                    o.insert("name".into(), org.into());
+                    as_obj.insert("organization".into(), Value::Object(o));
+                }
+                target.insert("as".into(), Value::Object(as_obj));
             }
-            target.entry("geo").or_insert(Value::Object(g));
+            if let Some(geo) = &record.geo {
+                let mut g = Map::new();
+                let mut put = |k: &str, v: Option<&str>| {
+                    if let Some(v) = v {
+                        g.insert(k.into(), v.into());
+                    }
+                };
+                put("country_iso_code", geo.country_code.as_deref());
+                put("country_name", geo.country_name.as_deref());
+                put("region_name", geo.region.as_deref());
+                put("city_name", geo.city.as_deref());
+                put("timezone", geo.timezone.as_deref());
+                if let (Some(lat), Some(lon)) = (geo.latitude, geo.longitude) {
+                    if lat.is_finite() && lon.is_finite() {
+                        g.insert(
+                            "location".into(),
+                            serde_json::json!({"lat": lat, "lon": lon}),
+                        );
+                    }
+                }
+                target.insert("geo".into(), Value::Object(g));
+            }
         }
+        fields.push((role, target));
     }
+    fields
 }
 
 #[cfg(test)]
@@ -275,7 +357,7 @@ mod tests {
             extraction: &x,
             lookups: &lookups,
         };
-        let s = String::from_utf8(render(&d, &e, &out(OutputFormat::Enrichment))).unwrap();
+        let s = String::from_utf8(render(&d, &e, &out(OutputFormat::Enrichment)).unwrap()).unwrap();
         assert_eq!(
             s,
             r#"{ "z": 1, "a" : "8.8.8.8" ,"enrichment":{"status":"ok","ips":[{"ip":"8.8.8.8","field":"data.srcip","role":"source","class":"public","status":"ok","asn":{"number":15169,"org":"Google LLC","country":"US"}}]}}"#
@@ -294,13 +376,13 @@ mod tests {
             lookups: &lookups,
         };
         let d = decode(b"{}", Format::Json, 10).unwrap();
-        let s = String::from_utf8(render(&d, &e, &out(OutputFormat::Enrichment))).unwrap();
+        let s = String::from_utf8(render(&d, &e, &out(OutputFormat::Enrichment)).unwrap()).unwrap();
         assert_eq!(
             s,
             r#"{"enrichment":{"status":"skipped","ips":[{"ip":"10.0.0.1","field":"data.srcip","class":"private"}],"capped":true,"ip_limit":1}}"#
         );
         let d = decode(b"say \"hi\" from 10.0.0.1", Format::Text, 100).unwrap();
-        let s = String::from_utf8(render(&d, &e, &out(OutputFormat::Enrichment))).unwrap();
+        let s = String::from_utf8(render(&d, &e, &out(OutputFormat::Enrichment)).unwrap()).unwrap();
         assert!(
             s.starts_with(
                 r#"{"message":"say \"hi\" from 10.0.0.1","enrichment":{"status":"skipped""#
@@ -317,7 +399,7 @@ mod tests {
             extraction: &x,
             lookups: &[],
         };
-        let s = String::from_utf8(render(&d, &e, &out(OutputFormat::Enrichment))).unwrap();
+        let s = String::from_utf8(render(&d, &e, &out(OutputFormat::Enrichment)).unwrap()).unwrap();
         assert_eq!(
             s,
             r#"{"a":1,"enrichment":{"status":"skipped","ips":[]},"b":2}"#
@@ -341,12 +423,14 @@ mod tests {
             extraction: &x,
             lookups: &lookups,
         };
-        let v: Value = serde_json::from_slice(&render(&d, &e, &out(OutputFormat::Ecs))).unwrap();
+        let v: Value =
+            serde_json::from_slice(&render(&d, &e, &out(OutputFormat::Ecs)).unwrap()).unwrap();
         assert_eq!(v["source"]["port"], 22);
         assert_eq!(v["source"]["as"]["number"], 15169);
         assert_eq!(v["source"]["as"]["organization"]["name"], "Google LLC");
         assert!(v.get("enrichment").is_none());
-        let v: Value = serde_json::from_slice(&render(&d, &e, &out(OutputFormat::Both))).unwrap();
+        let v: Value =
+            serde_json::from_slice(&render(&d, &e, &out(OutputFormat::Both)).unwrap()).unwrap();
         assert_eq!(v["enrichment"]["ips"][0]["asn"]["number"], 15169);
         assert_eq!(
             v.as_object().unwrap().keys().collect::<Vec<_>>(),
@@ -383,5 +467,104 @@ mod tests {
         assert_eq!(st([Some(nodata.clone()), Some(nodata)]), "no_data");
         assert_eq!(st([Some(err.clone()), Some(err)]), "error");
         assert_eq!(st([None, None]), "skipped");
+    }
+
+    fn source_8888() -> (Extraction, [Option<Resolved>; 1]) {
+        (
+            Extraction {
+                found: vec![found("8.8.8.8", IpClass::Public, Some("source"))],
+                capped: false,
+            },
+            [Some(google())],
+        )
+    }
+
+    /// Regression (issue 8.1): `{"a":1e400}` and `"\ud800"` passed decode and then
+    /// panicked in `to_map` on every ECS pipeline, crash-looping the process.
+    #[test]
+    fn unrepresentable_values_pass_through_ecs_untouched() {
+        let (x, lookups) = source_8888();
+        let e = Enrichment {
+            extraction: &x,
+            lookups: &lookups,
+        };
+        for raw in [
+            r#"{"a":1e400,"source":{"ip":"8.8.8.8"}}"#,
+            r#"{"a":"\ud800","source":{"ip":"8.8.8.8"}}"#,
+            r#"{"enrichment":1e400,"b":"\udfff"}"#,
+        ] {
+            let d = decode(raw.as_bytes(), Format::Json, 1 << 20).unwrap();
+            for format in [
+                OutputFormat::Ecs,
+                OutputFormat::Both,
+                OutputFormat::Enrichment,
+            ] {
+                let s = String::from_utf8(render(&d, &e, &out(format)).unwrap()).unwrap();
+                assert!(
+                    s.contains("1e400") || s.contains("\\ud800") || s.contains("\\udfff"),
+                    "{s}"
+                );
+                if format != OutputFormat::Enrichment && raw.contains("source") {
+                    assert!(s.contains(r#""source":{"ip":"8.8.8.8","as":{"#), "{s}");
+                }
+            }
+        }
+    }
+
+    /// A role object that must be merged into but holds such a value is a bad event
+    /// with a reason, never a panic.
+    #[test]
+    fn unmappable_role_object_is_a_bad_event() {
+        let (x, lookups) = source_8888();
+        let e = Enrichment {
+            extraction: &x,
+            lookups: &lookups,
+        };
+        let d = decode(
+            br#"{"source":{"ip":"8.8.8.8","bytes":1e400}}"#,
+            Format::Json,
+            1 << 20,
+        )
+        .unwrap();
+        let err = render(&d, &e, &out(OutputFormat::Ecs)).unwrap_err();
+        assert_eq!(err.kind(), "unmappable");
+        assert!(err.to_string().contains("`source`"), "{err}");
+        // The enrichment format never needs to parse it.
+        assert!(render(&d, &e, &out(OutputFormat::Enrichment)).is_ok());
+    }
+
+    /// Regression (issue 8.1): an object nested exactly 128 deep passed decode and
+    /// panicked at the full parse; now decode refuses it, and 127 levels render.
+    #[test]
+    fn deepest_accepted_nesting_renders_in_every_format() {
+        let (x, lookups) = source_8888();
+        let e = Enrichment {
+            extraction: &x,
+            lookups: &lookups,
+        };
+        let nest = |levels: usize| {
+            // `levels` counts the outer object too.
+            let inner = "{\"a\":".repeat(levels - 3) + "{}" + &"}".repeat(levels - 3);
+            format!(r#"{{"source":{{"ip":"8.8.8.8","deep":{inner}}}}}"#)
+        };
+        let at_limit = nest(crate::event::MAX_DEPTH);
+        assert!(serde_json::from_str::<Value>(&at_limit).is_ok());
+        let d = decode(at_limit.as_bytes(), Format::Json, 1 << 20).unwrap();
+        for format in [
+            OutputFormat::Ecs,
+            OutputFormat::Both,
+            OutputFormat::Enrichment,
+        ] {
+            let s = render(&d, &e, &out(format)).unwrap();
+            assert!(serde_json::from_slice::<Value>(&s).is_ok(), "{format:?}");
+        }
+        let over = nest(crate::event::MAX_DEPTH + 1);
+        assert!(serde_json::from_str::<Value>(&over).is_err());
+        assert_eq!(
+            decode(over.as_bytes(), Format::Json, 1 << 20)
+                .unwrap_err()
+                .kind(),
+            "invalid_json"
+        );
     }
 }
