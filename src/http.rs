@@ -1,11 +1,12 @@
 //! The operator's endpoints: `/metrics` (Prometheus), `/health/live`, `/health/ready`.
 //!
 //! Live answers as long as the process serves; ready only while every pipeline is
-//! running, so Kubernetes stops routing to (and restarts) a replica whose pipeline died.
+//! healthy ([`crate::health`]): running, not failed, its brokers reachable and, for
+//! a Kafka source, its partitions assigned.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -13,20 +14,38 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::health::PipelineHealth;
 use crate::metrics::Metrics;
 
-/// Shared readiness: how many pipelines must run, how many do.
+/// Shared readiness: how many pipelines must run, and each one's health.
 #[derive(Default)]
 pub struct Readiness {
-    pub expected: AtomicUsize,
-    pub running: AtomicUsize,
+    expected: AtomicUsize,
+    pipelines: Mutex<Vec<Arc<PipelineHealth>>>,
 }
 
 impl Readiness {
-    /// True when every expected pipeline runs.
+    /// How many pipelines the process runs.
+    pub fn expect(&self, pipelines: usize) {
+        self.expected.store(pipelines, Ordering::Relaxed);
+    }
+
+    /// Watches one pipeline's health.
+    pub fn watch(&self, health: Arc<PipelineHealth>) {
+        self.pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(health);
+    }
+
+    /// True when every expected pipeline is ready (see [`PipelineHealth::is_ready`]).
     pub fn is_ready(&self) -> bool {
         let expected = self.expected.load(Ordering::Relaxed);
-        expected > 0 && self.running.load(Ordering::Relaxed) >= expected
+        let pipelines = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        expected > 0 && pipelines.len() >= expected && pipelines.iter().all(|p| p.is_ready())
     }
 }
 

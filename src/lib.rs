@@ -12,7 +12,10 @@
 //! - [`lookup`]: the normalised intel record, providers (MMDB, HTTP APIs) and the lookup chain.
 //! - [`merge`]: renders lookup answers into the event, splicing into the raw JSON bytes.
 //! - [`sink`]: Kafka producer, files and stdout, and the dead-letter output.
-//! - [`pipeline`]: wires the stages with bounded queues and owns shutdown.
+//! - [`pipeline`]: wires the stages under an in-flight budget and owns shutdown.
+//! - [`failure`]: every error's class: per record (dead letter), fatal, or transient.
+//! - [`health`]: readiness of a running pipeline (brokers reachable, partitions held).
+//! - [`supervisor`]: starts pipelines and reporters, owns readiness and bounded shutdown.
 //! - [`report`]: the side branch: attack signals, fail2ban-style confirmation, reports to ipinsights.
 //! - [`secret`]: API keys from env or mounted files, redacted in `Debug`, logs and errors.
 //! - [`simulate`]: the provider simulator and test fixtures (MMDB writer).
@@ -22,6 +25,8 @@
 pub mod config;
 pub mod event;
 pub mod extract;
+pub mod failure;
+pub mod health;
 pub mod http;
 pub mod lookup;
 pub mod merge;
@@ -32,4 +37,5 @@ pub mod secret;
 pub mod simulate;
 pub mod sink;
 pub mod source;
+pub mod supervisor;
 pub mod telemetry;

@@ -2,17 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use tokio::sync::watch;
-use tracing::{error, info};
 
 use ipenrich::config::{self, Config, PipelineConfig, SinkConfig, SourceConfig};
-use ipenrich::http::Readiness;
-use ipenrich::metrics::Metrics;
 use ipenrich::pipeline;
 use ipenrich::telemetry::{self, LogFormat};
 
@@ -130,13 +124,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let code = match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ipenrich: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Kafka clients left behind (an unreachable broker) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }
 
 async fn dispatch(command: Command) -> Result<ExitCode> {
@@ -461,142 +458,16 @@ async fn run(path: &Path) -> Result<ExitCode> {
 }
 
 async fn run_pipelines(config: Config, until_signal: bool) -> Result<ExitCode> {
-    let metrics = Arc::new(Metrics::new());
-    let readiness = Arc::new(Readiness::default());
-    readiness
-        .expected
-        .store(config.pipelines.len(), Ordering::Relaxed);
-    if let Some(http) = &config.http {
-        let (addr, _task) = ipenrich::http::serve(http.listen, metrics.clone(), readiness.clone())
-            .await
-            .with_context(|| format!("binding http listener {}", http.listen))?;
-        info!(%addr, "serving /metrics and /health");
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // Providers first: a missing key or database stops start-up, and the reporters
-    // below find the lookups' ipinsights limiter to share.
-    let shared = Arc::new(ipenrich::lookup::build::SharedProviders::new(
-        metrics.registry().clone(),
-    ));
-    for p in &config.pipelines {
-        ipenrich::lookup::build::chain(&p.providers, &shared).map_err(|errors| {
-            let lines: Vec<String> = errors
-                .iter()
-                .map(|e| format!("pipeline {}: {e}", p.name))
-                .collect();
-            anyhow::anyhow!(lines.join("\n"))
-        })?;
-    }
-    // Reporters: a side branch next to the pipelines, same shutdown, same registry.
-    let mut reporters = tokio::task::JoinSet::new();
-    if !config.reporters.is_empty() {
-        let report_metrics = ipenrich::report::ReportMetrics::register(metrics.registry())
-            .context("registering reporter metrics")?;
-        for r in config.reporters {
-            let m = report_metrics.clone();
-            let rx = stop_rx.clone();
-            // Reports spend the same ipinsights budget as lookups with the same key.
-            let permits: Arc<dyn ipenrich::report::Permits> = match r
-                .ipinsights
-                .as_ref()
-                .and_then(|i| i.api_key.as_ref().map(|k| (i, k)))
-            {
-                Some((i, key)) => {
-                    let key = ipenrich::lookup::build::secret(key)
-                        .map_err(|e| anyhow::anyhow!("reporter {}: {e}", r.name))?;
-                    shared
-                        .ipinsights_limiter(&i.base_url, &key)
-                        .map_err(|e| anyhow::anyhow!("reporter {}: {e}", r.name))?
-                }
-                None => Arc::new(ipenrich::report::NoLimit),
-            };
-            reporters.spawn(async move {
-                let result = ipenrich::report::run(&r, m, permits, rx).await;
-                (r.name, result)
-            });
-        }
-    }
-    let mut tasks = tokio::task::JoinSet::new();
-    for p in config.pipelines {
-        let m = metrics.pipeline(&p.name);
-        let rx = stop_rx.clone();
-        let readiness = readiness.clone();
-        let shared = shared.clone();
-        tasks.spawn(async move {
-            readiness.running.fetch_add(1, Ordering::Relaxed);
-            let result = pipeline::run(&p, m, &shared, rx).await;
-            readiness.running.fetch_sub(1, Ordering::Relaxed);
-            (p.name, result)
-        });
-    }
-    let signal = async {
+    let stop = async {
         if until_signal {
             termination().await
         } else {
             std::future::pending().await
         }
     };
-    tokio::pin!(signal);
-    let mut failed = false;
-    let mut pipelines_done = false;
-    loop {
-        tokio::select! {
-            _ = &mut signal, if !*stop_tx.borrow() => {
-                info!("shutdown requested");
-                let _ = stop_tx.send(true);
-            }
-            joined = tasks.join_next(), if !pipelines_done => {
-                let Some(joined) = joined else {
-                    pipelines_done = true;
-                    if reporters.is_empty() {
-                        break;
-                    }
-                    // Reporters only watch pipelines: stop them with the last one.
-                    let _ = stop_tx.send(true);
-                    continue;
-                };
-                match joined {
-                    Ok((name, Ok(summary))) => info!(pipeline = %name, events_in = summary.events_in, events_out = summary.events_out, dead_letters = summary.dead_letters, timed_out = summary.timed_out, "pipeline finished"),
-                    Ok((name, Err(e))) => {
-                        error!(pipeline = %name, error = %e, "pipeline failed");
-                        eprintln!("ipenrich: {e}");
-                        failed = true;
-                        let _ = stop_tx.send(true);
-                    }
-                    Err(e) => {
-                        error!(error = %e, "pipeline task panicked");
-                        failed = true;
-                        let _ = stop_tx.send(true);
-                    }
-                }
-            }
-            joined = reporters.join_next(), if !reporters.is_empty() => {
-                match joined {
-                    Some(Ok((name, Ok(summary)))) => info!(reporter = %name, signals = summary.signals, decisions = summary.decisions, sent = summary.sent, "reporter finished"),
-                    Some(Ok((name, Err(e)))) => {
-                        let e = anyhow::Error::new(e);
-                        error!(reporter = %name, error = %format!("{e:#}"), "reporter failed");
-                        eprintln!("ipenrich: reporter {name}: {e:#}");
-                        failed = true;
-                        let _ = stop_tx.send(true);
-                    }
-                    Some(Err(e)) => {
-                        error!(error = %e, "reporter task panicked");
-                        failed = true;
-                        let _ = stop_tx.send(true);
-                    }
-                    None => {}
-                }
-                if pipelines_done && reporters.is_empty() {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    Ok(match ipenrich::supervisor::run(config, stop).await? {
+        ipenrich::supervisor::Verdict::Clean => ExitCode::SUCCESS,
+        ipenrich::supervisor::Verdict::Failed => ExitCode::FAILURE,
     })
 }
 

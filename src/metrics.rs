@@ -42,6 +42,8 @@ pub struct PipelineMetrics {
     pub capped: IntCounter,
     pub in_flight: IntGauge,
     pub up: IntGauge,
+    /// Readiness of this pipeline; also drives `up`.
+    pub health: std::sync::Arc<crate::health::PipelineHealth>,
     name: String,
     dead_letters: IntCounterVec,
     ips_by_class: Vec<IntCounter>,
@@ -149,6 +151,9 @@ impl Metrics {
             capped: self.capped.with_label_values(&[name]),
             in_flight: self.in_flight.with_label_values(&[name]),
             up: self.up.with_label_values(&[name]),
+            health: std::sync::Arc::new(crate::health::PipelineHealth::new(
+                self.up.with_label_values(&[name]),
+            )),
             name: name.to_string(),
             dead_letters: self.dead_letters.clone(),
             ips_by_class: IpClass::ALL

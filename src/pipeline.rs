@@ -12,12 +12,13 @@
 //! Shutdown: stop reading, finish and deliver what was read, commit, all within
 //! `shutdown_timeout`; past it the rest is abandoned uncommitted.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{join_all, FutureExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -25,8 +26,10 @@ use tracing::{info, warn};
 use crate::config::{
     DeadLetterConfig, Format, OutputConfig, PipelineConfig, SinkConfig, SlowLookup, SourceConfig,
 };
-use crate::event::{decode, BadEvent, SourceRecord};
+use crate::event::{decode, BadEvent, Position, SourceRecord};
 use crate::extract::{Extractor, IpClass};
+use crate::failure::{classify_kafka, Class};
+use crate::health::PipelineHealth;
 use crate::lookup::build::SharedProviders;
 use crate::lookup::{Chain, Resolved, Status};
 use crate::merge::{render, Enrichment};
@@ -62,6 +65,16 @@ pub enum PipelineError {
     },
     #[error("pipeline {pipeline}: processing task failed: {reason}")]
     Task { pipeline: String, reason: String },
+    #[error("pipeline {pipeline}: {reason}")]
+    Fatal { pipeline: String, reason: String },
+    /// A file or stdin run could not write everything it read within the bound.
+    #[error("pipeline {pipeline}: {undelivered} of {read} events read were not written within shutdown_timeout ({timeout:?})")]
+    Undelivered {
+        pipeline: String,
+        read: u64,
+        undelivered: u64,
+        timeout: Duration,
+    },
 }
 
 /// What a finished pipeline did.
@@ -72,6 +85,21 @@ pub struct Summary {
     pub dead_letters: u64,
     /// True when shutdown hit its bound and undelivered work was abandoned.
     pub timed_out: bool,
+}
+
+/// Why one event could not be processed.
+#[derive(Debug)]
+pub enum StageError {
+    /// This event only: to the dead letter with the reason.
+    Bad(BadEvent),
+    /// The pipeline cannot go on (e.g. a provider rejects its key under `backpressure`).
+    Fatal(String),
+}
+
+impl From<BadEvent> for StageError {
+    fn from(bad: BadEvent) -> Self {
+        StageError::Bad(bad)
+    }
 }
 
 /// The per-event work: everything between source and sink. Shared by the tasks.
@@ -110,7 +138,7 @@ impl Stage {
         })?;
         Ok(Stage {
             format: config.source.format(),
-            max_event_bytes: config.limits.max_event_bytes,
+            max_event_bytes: config.max_event_bytes(),
             extractor: Extractor::new(&config.extract, config.limits.max_ips_per_event),
             chain,
             output: config.output.clone(),
@@ -120,8 +148,14 @@ impl Stage {
         })
     }
 
-    /// Decodes, extracts, looks up and renders one event.
-    pub async fn process(&self, payload: &[u8]) -> Result<Vec<u8>, BadEvent> {
+    /// Decodes, extracts, looks up and renders one event. Once `give_up` turns
+    /// true (shutdown or the end of the input, past its bound), lookups still
+    /// waiting are answered `timeout` at once so the event can still be written.
+    pub async fn process(
+        &self,
+        payload: &[u8],
+        give_up: &watch::Receiver<bool>,
+    ) -> Result<Vec<u8>, StageError> {
         let decoded = decode(payload, self.format, self.max_event_bytes)?;
         let extraction = self.extractor.extract(&decoded);
         if extraction.capped {
@@ -130,30 +164,40 @@ impl Stage {
         // Public addresses are looked up concurrently, all under one deadline; an
         // address still waiting when it passes is marked `timeout` (its answer will
         // still fill the cache for the next event). With `backpressure` there is no
-        // deadline: the event waits, the bounded in-flight queue fills, and reading
-        // from the source pauses until the providers answer again.
+        // deadline: the event waits, the in-flight budget fills, and reading from
+        // the source pauses until the providers answer again.
         let deadline = Instant::now() + self.max_enrichment_delay;
-        let lookups: Vec<Option<Resolved>> =
+        let lookups: Vec<Result<Option<Resolved>, String>> =
             join_all(extraction.found.iter().map(|found| async move {
                 self.metrics.ip(found.class);
                 if found.class != IpClass::Public || self.chain.is_empty() {
-                    return None;
+                    return Ok(None);
                 }
-                let resolved = match self.on_slow_lookup {
-                    SlowLookup::FailOpen => {
-                        tokio::time::timeout_at(deadline, self.chain.lookup(found.ip))
-                            .await
-                            .unwrap_or(Resolved {
-                                status: Status::Timeout,
-                                record: Default::default(),
-                            })
+                let mut give_up = give_up.clone();
+                let lookup = async {
+                    match self.on_slow_lookup {
+                        SlowLookup::FailOpen => Ok(tokio::time::timeout_at(
+                            deadline,
+                            self.chain.lookup(found.ip),
+                        )
+                        .await
+                        .unwrap_or_else(|_| timeout())),
+                        SlowLookup::Backpressure => self.lookup_until_answered(found.ip).await,
                     }
-                    SlowLookup::Backpressure => self.lookup_until_answered(found.ip).await,
+                };
+                let resolved = tokio::select! {
+                    biased;
+                    resolved = lookup => resolved?,
+                    _ = give_up.wait_for(|g| *g) => timeout(),
                 };
                 self.metrics.lookup(resolved.status);
-                Some(resolved)
+                Ok(Some(resolved))
             }))
             .await;
+        let lookups = lookups
+            .into_iter()
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(StageError::Fatal)?;
         Ok(render(
             &decoded,
             &Enrichment {
@@ -161,19 +205,26 @@ impl Stage {
                 lookups: &lookups,
             },
             &self.output,
-        ))
+        )?)
+    }
+}
+
+fn timeout() -> Resolved {
+    Resolved {
+        status: Status::Timeout,
+        record: Default::default(),
     }
 }
 
 impl Stage {
     /// Retries until a provider answers (`on_slow_lookup: backpressure`), backing off
     /// from 100 ms to 5 s between rounds; the engine's limiter and breaker pace it.
-    async fn lookup_until_answered(&self, ip: std::net::IpAddr) -> Resolved {
+    async fn lookup_until_answered(&self, ip: std::net::IpAddr) -> Result<Resolved, String> {
         let mut pause = Duration::from_millis(100);
         loop {
             let resolved = self.chain.lookup(ip).await;
             if matches!(resolved.status, Status::Ok | Status::NoData) {
-                return resolved;
+                return Ok(resolved);
             }
             self.metrics.lookup(resolved.status);
             tokio::time::sleep(pause).await;
@@ -188,14 +239,19 @@ fn keep_bytes(max_event_bytes: usize) -> usize {
 }
 
 /// Creates the source of a pipeline.
-pub async fn open_source(config: &PipelineConfig) -> Result<Source, PipelineError> {
+pub async fn open_source(
+    config: &PipelineConfig,
+    health: Arc<PipelineHealth>,
+) -> Result<Source, PipelineError> {
     let err = |source| PipelineError::Source {
         pipeline: config.name.clone(),
         source,
     };
-    let keep = keep_bytes(config.limits.max_event_bytes);
+    let keep = keep_bytes(config.max_event_bytes());
     Ok(match &config.source {
-        SourceConfig::Kafka(k) => Source::Kafka(KafkaSource::new(&config.name, k).map_err(err)?),
+        SourceConfig::Kafka(k) => {
+            Source::Kafka(KafkaSource::new(&config.name, k, health).map_err(err)?)
+        }
         SourceConfig::File(f) => Source::Lines(LineSource::file(&f.path, keep).await.map_err(err)?),
         SourceConfig::Stdin(_) => Source::Lines(LineSource::stdin(keep)),
     })
@@ -209,7 +265,10 @@ fn source_brokers(config: &PipelineConfig) -> Option<&str> {
 }
 
 /// Creates the sink and the dead letter of a pipeline.
-pub async fn open_sinks(config: &PipelineConfig) -> Result<(Sink, DeadLetter), PipelineError> {
+pub async fn open_sinks(
+    config: &PipelineConfig,
+    health: Arc<PipelineHealth>,
+) -> Result<(Sink, DeadLetter), PipelineError> {
     let err = |source| PipelineError::Sink {
         pipeline: config.name.clone(),
         source,
@@ -228,9 +287,15 @@ pub async fn open_sinks(config: &PipelineConfig) -> Result<(Sink, DeadLetter), P
                 .or(source_brokers(config))
                 .ok_or_else(no_brokers)?;
             Sink::Kafka(
-                KafkaSink::new(brokers, &k.topic, k.partitioning, &k.options)
-                    .await
-                    .map_err(err)?,
+                KafkaSink::new(
+                    brokers,
+                    &k.topic,
+                    k.partitioning,
+                    &k.options,
+                    health.clone(),
+                )
+                .await
+                .map_err(err)?,
             )
         }
         SinkConfig::File(f) => Sink::File(LineSink::open(&f.path).map_err(err)?),
@@ -252,161 +317,419 @@ pub async fn open_sinks(config: &PipelineConfig) -> Result<(Sink, DeadLetter), P
                 SinkConfig::Kafka(k) => k.options.clone(),
                 _ => Default::default(),
             };
-            let sink = KafkaSink::new(
-                brokers,
-                &d.topic,
-                crate::config::Partitioning::Key,
-                &options,
+            // A dead letter cuts what it cannot hold to the producer's own
+            // message.max.bytes, with room for the key and every header.
+            DeadLetter::Kafka(
+                KafkaSink::new(
+                    brokers,
+                    &d.topic,
+                    crate::config::Partitioning::Key,
+                    &options,
+                    health,
+                )
+                .await
+                .map_err(err)?,
             )
-            .await
-            .map_err(err)?;
-            // Leave room under Kafka's default 1 MiB message limit for headers and framing.
-            DeadLetter::Kafka {
-                sink,
-                max_message_bytes: 1_000_000 - 16 * 1024,
-            }
         }
-        Some(DeadLetterConfig::File(f)) => DeadLetter::File(LineSink::open(&f.path).map_err(err)?),
-        None => DeadLetter::File(LineSink::stderr()),
+        Some(DeadLetterConfig::File(f)) => DeadLetter::file(LineSink::open(&f.path).map_err(err)?),
+        None => DeadLetter::file(LineSink::stderr()),
     };
     Ok((sink, dead_letter))
 }
 
-type Processed = (SourceRecord, Ack, Result<Vec<u8>, BadEvent>);
+/// A batch of processed records and the in-flight budget they hold until acked.
+struct Batch {
+    items: Vec<(SourceRecord, Ack, Result<Vec<u8>, StageError>)>,
+    permit: Permit,
+}
 
 /// Most records taken into one processing task. Large enough to amortise a task and
 /// a queue hop, small enough that one task stays well under a millisecond.
 const BATCH: usize = 128;
 
-/// Runs a pipeline until its input ends or `shutdown` turns true.
+/// How long the reader waits for in-flight room before it pauses the source's
+/// partitions and keeps polling, well under `max.poll.interval.ms`.
+const PAUSE_AFTER: Duration = Duration::from_millis(500);
+
+/// How often a paused Kafka source is polled (keeps the group membership alive).
+const POLL_WHILE_PAUSED: Duration = Duration::from_secs(1);
+
+/// The in-flight budget: events and bytes read but not yet acknowledged. Both
+/// bounds hold at once; a single event larger than the byte bound passes alone.
+struct Budget {
+    events: Arc<Semaphore>,
+    kib: Arc<Semaphore>,
+    max_events: u32,
+    max_kib: u32,
+}
+
+/// What one batch holds of the budget; released when its last record is acked.
+struct Permit {
+    _events: OwnedSemaphorePermit,
+    _kib: OwnedSemaphorePermit,
+}
+
+impl Budget {
+    fn new(max_events: usize, max_bytes: usize) -> Self {
+        let max_events = u32::try_from(max_events.max(1)).unwrap_or(u32::MAX >> 3);
+        let max_kib = u32::try_from((max_bytes / 1024).max(1)).unwrap_or(u32::MAX >> 3);
+        Budget {
+            events: Arc::new(Semaphore::new(max_events as usize)),
+            kib: Arc::new(Semaphore::new(max_kib as usize)),
+            max_events,
+            max_kib,
+        }
+    }
+
+    /// What a batch of records costs, each bound clamped to the whole budget.
+    fn cost(&self, records: &[(SourceRecord, Ack)]) -> (u32, u32) {
+        let events = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        let kib: usize = records
+            .iter()
+            .map(|(r, _)| r.payload.len() / 1024 + 1)
+            .sum();
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+        (events.min(self.max_events), kib.min(self.max_kib))
+    }
+
+    fn try_acquire(&self, (events, kib): (u32, u32)) -> Option<Permit> {
+        let e = self.events.clone().try_acquire_many_owned(events).ok()?;
+        let k = self.kib.clone().try_acquire_many_owned(kib).ok()?;
+        Some(Permit {
+            _events: e,
+            _kib: k,
+        })
+    }
+
+    async fn acquire(&self, (events, kib): (u32, u32)) -> Permit {
+        // Only the reader acquires, so taking one bound after the other cannot deadlock.
+        let e = self.events.clone().acquire_many_owned(events).await;
+        let k = self.kib.clone().acquire_many_owned(kib).await;
+        match (e, k) {
+            (Ok(e), Ok(k)) => Permit {
+                _events: e,
+                _kib: k,
+            },
+            // The semaphores are never closed.
+            _ => unreachable!("in-flight budget closed"),
+        }
+    }
+}
+
+/// Takes records from the source in batches, keeping what arrives while paused.
+struct Reader {
+    source: Source,
+    /// Records read while the source was paused, handed out first.
+    stash: VecDeque<(SourceRecord, Ack)>,
+    name: String,
+}
+
+/// Why the reader stopped.
+enum Stop {
+    EndOfInput,
+    Shutdown,
+    /// The writer or the acknowledgements failed; their error is reported.
+    Halted,
+    Failed(SourceError),
+}
+
+impl Reader {
+    /// The next batch: what is stashed, else what is ready after the next record.
+    /// `Ok(None)` at the end of a file or stdin. Cancel-safe: the one await comes
+    /// before anything is taken.
+    async fn next_batch(&mut self) -> Result<Option<Vec<(SourceRecord, Ack)>>, SourceError> {
+        if !self.stash.is_empty() {
+            let n = self.stash.len().min(BATCH);
+            return Ok(Some(self.stash.drain(..n).collect()));
+        }
+        let first = self.source.next().await;
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut item = Some(first);
+        while let Some(next) = item.take() {
+            match next {
+                None if batch.is_empty() => return Ok(None),
+                None => break, // the end comes again on the next call
+                Some(Ok(record)) => batch.push(record),
+                Some(Err(e)) => self.on_error(e)?,
+            }
+            if batch.len() < BATCH {
+                item = self.source.next().now_or_never();
+            }
+        }
+        Ok(Some(batch))
+    }
+
+    /// Transient consumer errors are logged (librdkafka recovers by itself);
+    /// fatal ones (authorisation, fencing, unknown topic) stop the pipeline.
+    fn on_error(&self, e: SourceError) -> Result<(), SourceError> {
+        match &e {
+            SourceError::Kafka(k) if classify_kafka(k) != Class::Fatal => {
+                warn!(pipeline = %self.name, error = %e, "consumer error, retrying");
+                Ok(())
+            }
+            _ => Err(e),
+        }
+    }
+
+    /// Waits for budget. Past [`PAUSE_AFTER`] the source's partitions are paused
+    /// and polled on (records that still arrive are stashed), so a long stall never
+    /// costs the group membership and its re-reads.
+    async fn acquire(&mut self, budget: &Budget, cost: (u32, u32)) -> Result<Permit, SourceError> {
+        if let Some(p) = budget.try_acquire(cost) {
+            return Ok(p);
+        }
+        let wait = budget.acquire(cost);
+        tokio::pin!(wait);
+        if let Ok(p) = tokio::time::timeout(PAUSE_AFTER, &mut wait).await {
+            return Ok(p);
+        }
+        if !self.source.is_kafka() {
+            return Ok(wait.await);
+        }
+        self.source.pause()?;
+        info!(pipeline = %self.name, "in-flight budget full: partitions paused");
+        let permit = loop {
+            tokio::select! {
+                biased;
+                p = &mut wait => break p,
+                next = self.source.next() => match next {
+                    Some(Ok(record)) => {
+                        self.stash.push_back(record);
+                        // Partitions assigned meanwhile are paused too.
+                        self.source.pause()?;
+                    }
+                    Some(Err(e)) => self.on_error(e)?,
+                    None => {}
+                },
+                _ = tokio::time::sleep(POLL_WHILE_PAUSED) => {}
+            }
+        };
+        self.source.resume()?;
+        info!(pipeline = %self.name, "partitions resumed");
+        Ok(permit)
+    }
+}
+
+/// Runs a pipeline until its input ends, `shutdown` turns true, or it fails.
+///
+/// Shutdown is bounded in every state: lookups still waiting get `timeout` after
+/// half of `shutdown_timeout` so their events can be written, and past the whole
+/// bound what is undelivered is abandoned (a Kafka source re-reads it; a file run
+/// fails with the count). At the end of a file or stdin, lookups get the whole
+/// `shutdown_timeout` and writing another one.
 pub async fn run(
     config: &PipelineConfig,
     metrics: PipelineMetrics,
     shared: &SharedProviders,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Summary, PipelineError> {
+    let health = metrics.health.clone();
     let stage = Arc::new(Stage::new(config, metrics.clone(), shared)?);
-    let mut source = open_source(config).await?;
-    let (sink, dead_letter) = open_sinks(config).await?;
+    // Opening may wait for brokers (the output's partition count): SIGTERM ends it.
+    let opened = tokio::select! {
+        biased;
+        _ = shutdown.wait_for(|stop| *stop) => return Ok(Summary::default()),
+        opened = async {
+            let source = open_source(config, health.clone()).await?;
+            let sinks = open_sinks(config, health.clone()).await?;
+            Ok::<_, PipelineError>((source, sinks))
+        } => opened,
+    };
+    let (source, (sink, dead_letter)) = opened?;
+    let kafka_source = source.is_kafka();
+    // A Kafka offset may be committed only once its output is durable: a file is
+    // synced before the acknowledgement, not merely written into a buffer.
+    let sync_before_ack = kafka_source;
     let acker = source.acker();
     let name = config.name.clone();
-    let (tx, rx) =
-        mpsc::channel::<JoinHandle<Vec<Processed>>>((config.limits.max_in_flight / BATCH).max(1));
-    metrics.up.set(1);
+    let dead_letter = Arc::new(dead_letter);
+    let budget = Budget::new(
+        config.limits.max_in_flight,
+        config.limits.max_in_flight_bytes,
+    );
+    // The budget bounds what travels through these queues.
+    let (tx, rx) = mpsc::unbounded_channel::<JoinHandle<Batch>>();
+    let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+    let (halt_tx, mut halt) = watch::channel(false);
+    let (give_up_tx, give_up) = watch::channel(false);
+    health.set_running(true, kafka_source);
     info!(pipeline = %name, providers = ?stage.chain.names(), "pipeline started");
 
-    let (sent_tx, sent_rx) = mpsc::channel((config.limits.max_in_flight / BATCH).max(1));
-    let writer = tokio::spawn(write_loop(
-        name.clone(),
-        rx,
-        sink,
-        dead_letter,
-        sent_tx,
-        metrics.clone(),
-    ));
-    let acks = tokio::spawn(ack_loop(
+    let mut writer = tokio::spawn(
+        Writer {
+            name: name.clone(),
+            sink,
+            dead_letter: dead_letter.clone(),
+            metrics: metrics.clone(),
+            sync_before_ack,
+        }
+        .run(rx, sent_tx, halt_tx.clone()),
+    );
+    let mut acks = tokio::spawn(ack_loop(
         name.clone(),
         sent_rx,
         acker.clone(),
+        dead_letter,
         metrics.clone(),
+        halt_tx,
     ));
 
-    // Reader: until the input ends, shutdown is asked, or the writer is gone.
-    // Records that are already waiting are taken as one batch and processed by one
-    // task (concurrently within it), which keeps task and queue overhead per batch.
-    let mut read_error = None;
+    let mut reader = Reader {
+        source,
+        stash: VecDeque::new(),
+        name: name.clone(),
+    };
     let mut events_in = 0u64;
-    let mut ended = false;
-    while !ended {
-        let first = tokio::select! {
+    let stop = loop {
+        let batch = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            next = source.next() => next,
+            _ = shutdown.wait_for(|stop| *stop) => break Stop::Shutdown,
+            _ = halt.wait_for(|h| *h) => break Stop::Halted,
+            next = reader.next_batch() => match next {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break Stop::EndOfInput,
+                Err(e) => break Stop::Failed(e),
+            },
         };
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut item = Some(first);
-        while let Some(next) = item.take() {
-            match next {
-                None => ended = true,
-                Some(Ok(record)) => batch.push(record),
-                Some(Err(e)) if source.is_kafka() => {
-                    // Broker hiccups surface here; librdkafka recovers by itself.
-                    warn!(pipeline = %name, error = %e, "consumer error");
-                }
-                Some(Err(e)) => {
-                    read_error = Some(e);
-                    ended = true;
-                }
-            }
-            if !ended && batch.len() < BATCH {
-                item = source.next().now_or_never();
-            }
-        }
         if batch.is_empty() {
             continue;
         }
+        let cost = budget.cost(&batch);
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break Stop::Shutdown,
+            _ = halt.wait_for(|h| *h) => break Stop::Halted,
+            permit = reader.acquire(&budget, cost) => match permit {
+                Ok(p) => p,
+                Err(e) => break Stop::Failed(e),
+            },
+        };
         events_in += batch.len() as u64;
         metrics.events_in.inc_by(batch.len() as u64);
         metrics.in_flight.add(batch.len() as i64);
         let stage = stage.clone();
+        let give_up = give_up.clone();
         let task = tokio::spawn(async move {
             let outs = join_all(
                 batch
                     .iter()
-                    .map(|(record, _)| stage.process(&record.payload)),
+                    .map(|(record, _)| guarded(&stage, &record.payload, &give_up)),
             )
             .await;
-            batch
-                .into_iter()
-                .zip(outs)
-                .map(|((record, ack), out)| (record, ack, out))
-                .collect()
+            Batch {
+                items: batch
+                    .into_iter()
+                    .zip(outs)
+                    .map(|((record, ack), out)| (record, ack, out))
+                    .collect(),
+                permit,
+            }
         });
-        if tx.send(task).await.is_err() {
-            break; // the writer failed; its error is reported below
+        if tx.send(task).is_err() {
+            break Stop::Halted; // the writer is gone; its error is reported below
         }
-    }
+    };
     drop(tx);
+    let now = Instant::now();
+    let bound = config.shutdown_timeout;
+    let (give_up_at, hard) = match &stop {
+        Stop::EndOfInput => (now + bound, now + bound + bound),
+        Stop::Shutdown => (now + bound / 2, now + bound),
+        Stop::Halted | Stop::Failed(_) => (now, now + bound),
+    };
     info!(pipeline = %name, events_in, "input closed, draining");
 
     let task_err = |e: tokio::task::JoinError| PipelineError::Task {
         pipeline: name.clone(),
         reason: e.to_string(),
     };
-    let drained = tokio::time::timeout(config.shutdown_timeout, async {
-        let (written, acked) = tokio::join!(writer, acks);
-        // The ack loop's error (a failed delivery) explains a writer that stopped early.
-        let summary = acked.map_err(task_err)??;
-        written.map_err(task_err)??;
-        Ok::<_, PipelineError>(summary)
-    })
-    .await;
+    let give_up_timer = tokio::spawn(async move {
+        tokio::time::sleep_until(give_up_at).await;
+        let _ = give_up_tx.send(true);
+    });
+    let drain = async { tokio::join!(&mut writer, &mut acks) };
+    let drained = tokio::time::timeout_at(hard, drain).await;
     let outcome = match drained {
-        Ok(result) => result.map(|mut s| {
-            s.events_in = events_in;
-            s
-        }),
+        Ok((written, acked)) => {
+            // The ack loop's error (a failed delivery) explains a writer that stopped early.
+            match (
+                acked.map_err(task_err).and_then(|r| r),
+                written.map_err(task_err).and_then(|r| r),
+            ) {
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                (Ok(mut s), Ok(())) => {
+                    s.events_in = events_in;
+                    Ok(s)
+                }
+            }
+        }
         Err(_) => {
-            warn!(pipeline = %name, timeout = ?config.shutdown_timeout, "drain timed out; undelivered events will be re-read");
-            Ok(Summary {
-                events_in,
-                timed_out: true,
-                ..Summary::default()
-            })
+            writer.abort();
+            acks.abort();
+            if kafka_source {
+                warn!(pipeline = %name, timeout = ?bound, "drain timed out; undelivered events stay uncommitted and will be re-read");
+                Ok(Summary {
+                    events_in,
+                    timed_out: true,
+                    ..Summary::default()
+                })
+            } else {
+                let delivered = metrics.events_out.get();
+                Err(PipelineError::Undelivered {
+                    pipeline: name.clone(),
+                    read: events_in,
+                    undelivered: events_in.saturating_sub(delivered),
+                    timeout: bound,
+                })
+            }
         }
     };
+    // Commit what was delivered, bounded: an unreachable broker cannot hold the exit.
+    acker
+        .commit(Duration::from_secs(5).min(bound.max(Duration::from_secs(1))))
+        .await;
     if let Acker::Kafka(k) = &acker {
-        acker.commit();
         k.close();
     }
-    metrics.up.set(0);
-    if let Some(e) = read_error {
-        return Err(PipelineError::Source {
+    give_up_timer.abort();
+    metrics.in_flight.set(0);
+    let result = match stop {
+        Stop::Failed(e) => Err(PipelineError::Source {
             pipeline: name,
             source: e,
-        });
+        }),
+        _ => outcome,
+    };
+    if result.is_err() {
+        health.set_failed();
     }
-    outcome
+    health.set_running(false, kafka_source);
+    result
+}
+
+/// Processes one event. A panic is a bug, never a policy: it costs this one event
+/// (to the dead letter with the reason), not the process.
+async fn guarded(
+    stage: &Stage,
+    payload: &[u8],
+    give_up: &watch::Receiver<bool>,
+) -> Result<Vec<u8>, StageError> {
+    match std::panic::AssertUnwindSafe(stage.process(payload, give_up))
+        .catch_unwind()
+        .await
+    {
+        Ok(out) => out,
+        Err(panic) => Err(StageError::Bad(BadEvent::Internal(panic_message(&*panic)))),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown".into());
+    format!("processing panicked: {what}")
 }
 
 /// One sent record, waiting for its delivery.
@@ -414,102 +737,201 @@ struct Sent {
     delivery: Delivery,
     ack: Ack,
     dead: bool,
+    /// For the dead letter, should the broker refuse the record.
+    position: Position,
+}
+
+/// Records sent together, and the budget they hold.
+struct SentBatch {
+    items: Vec<Sent>,
+    _permit: Permit,
 }
 
 /// Sends processed events in read order; hands their deliveries to the ack loop.
-async fn write_loop(
+struct Writer {
     name: String,
-    mut rx: mpsc::Receiver<JoinHandle<Vec<Processed>>>,
-    mut sink: Sink,
-    mut dead_letter: DeadLetter,
-    sent_tx: mpsc::Sender<Vec<Sent>>,
+    sink: Sink,
+    dead_letter: Arc<DeadLetter>,
     metrics: PipelineMetrics,
-) -> Result<(), PipelineError> {
-    let sink_err = |source| PipelineError::Sink {
-        pipeline: name.clone(),
-        source,
-    };
-    while let Some(task) = rx.recv().await {
-        let batch = task.await.map_err(|e| PipelineError::Task {
-            pipeline: name.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut sent = Vec::with_capacity(batch.len());
-        for (record, ack, out) in batch {
-            let (delivery, dead) = match out {
-                Ok(bytes) => (sink.send(&record, &bytes).await.map_err(sink_err)?, false),
-                Err(bad) => {
-                    metrics.dead_letter(bad.kind());
-                    tracing::debug!(pipeline = %name, source = %record.position, reason = %bad, "dead letter");
-                    (
-                        dead_letter
-                            .send(&name, &record, &bad)
-                            .await
-                            .map_err(sink_err)?,
-                        true,
-                    )
-                }
-            };
-            sent.push(Sent {
-                delivery,
-                ack,
-                dead,
-            });
+    sync_before_ack: bool,
+}
+
+impl Writer {
+    /// Runs until the queue closes; a failure turns `halt` true so that the reader
+    /// stops at once, even while the input is idle.
+    async fn run(
+        mut self,
+        rx: mpsc::UnboundedReceiver<JoinHandle<Batch>>,
+        sent_tx: mpsc::UnboundedSender<SentBatch>,
+        halt: watch::Sender<bool>,
+    ) -> Result<(), PipelineError> {
+        let result = self.write_all(rx, sent_tx).await;
+        if let Err(e) = &result {
+            warn!(pipeline = %self.name, error = %e, "writer failed");
+            let _ = halt.send(true);
         }
-        if rx.is_empty() {
-            // Idle: make line output visible now rather than at the next buffer fill.
-            if let Sink::File(f) = &mut sink {
-                f.flush().map_err(sink_err)?;
-            }
-            if let DeadLetter::File(f) = &mut dead_letter {
-                f.flush().map_err(sink_err)?;
-            }
-        }
-        if sent_tx.send(sent).await.is_err() {
-            break; // the ack loop failed; its error is reported by the caller
-        }
+        result
     }
-    sink.flush().await.map_err(sink_err)?;
-    dead_letter.flush().await.map_err(sink_err)?;
-    Ok(())
+
+    async fn write_all(
+        &mut self,
+        mut rx: mpsc::UnboundedReceiver<JoinHandle<Batch>>,
+        sent_tx: mpsc::UnboundedSender<SentBatch>,
+    ) -> Result<(), PipelineError> {
+        let name = self.name.clone();
+        let sink_err = |source| PipelineError::Sink {
+            pipeline: name.clone(),
+            source,
+        };
+        while let Some(task) = rx.recv().await {
+            let batch = task.await.map_err(|e| PipelineError::Task {
+                pipeline: name.clone(),
+                reason: e.to_string(),
+            })?;
+            let mut sent = Vec::with_capacity(batch.items.len());
+            for (record, ack, out) in batch.items {
+                let (delivery, dead) = match out {
+                    Ok(bytes) => match self.sink.send(&record, &bytes).await {
+                        Ok(d) => (d, false),
+                        Err(SinkError::TooLarge { size, limit }) => {
+                            let bad = BadEvent::TooLargeForOutput { size, limit };
+                            (self.dead(&record, &bad).await.map_err(sink_err)?, true)
+                        }
+                        Err(e) => return Err(sink_err(e)),
+                    },
+                    Err(StageError::Bad(bad)) => {
+                        (self.dead(&record, &bad).await.map_err(sink_err)?, true)
+                    }
+                    Err(StageError::Fatal(reason)) => {
+                        return Err(PipelineError::Fatal {
+                            pipeline: name.clone(),
+                            reason,
+                        })
+                    }
+                };
+                sent.push(Sent {
+                    delivery,
+                    ack,
+                    dead,
+                    position: record.position,
+                });
+            }
+            if self.sync_before_ack {
+                self.sink.sync().map_err(sink_err)?;
+                self.dead_letter.sync().map_err(sink_err)?;
+            } else if rx.is_empty() {
+                // Idle: make line output visible now rather than at the next buffer fill.
+                if let Sink::File(f) = &mut self.sink {
+                    f.flush().map_err(sink_err)?;
+                }
+                if let DeadLetter::File(_) = &*self.dead_letter {
+                    self.dead_letter.flush().await.map_err(sink_err)?;
+                }
+            }
+            let batch = SentBatch {
+                items: sent,
+                _permit: batch.permit,
+            };
+            if sent_tx.send(batch).is_err() {
+                break; // the ack loop failed; its error is reported by the caller
+            }
+        }
+        self.sink.flush().await.map_err(sink_err)?;
+        self.dead_letter.flush().await.map_err(sink_err)?;
+        Ok(())
+    }
+
+    /// Sends a bad event to the dead letter (borrows only what is `Sync`).
+    fn dead<'a>(
+        &'a self,
+        record: &'a SourceRecord,
+        bad: &'a BadEvent,
+    ) -> impl std::future::Future<Output = Result<Delivery, SinkError>> + Send + 'a {
+        self.metrics.dead_letter(bad.kind());
+        tracing::debug!(pipeline = %self.name, source = %record.position, reason = %bad, "dead letter");
+        let (dead_letter, name) = (&self.dead_letter, &self.name);
+        async move { dead_letter.send(name, record, bad).await }
+    }
 }
 
 /// Awaits deliveries in send order and acknowledges them to the source, a batch at a
 /// time (one watermark lock and one offset store per batch). Runs beside the writer so
-/// that sending and acknowledging use both cores.
+/// that sending and acknowledging use both cores. A record the broker refuses goes to
+/// the dead letter before it is acknowledged; any other delivery failure is fatal.
 async fn ack_loop(
     name: String,
-    mut rx: mpsc::Receiver<Vec<Sent>>,
+    mut rx: mpsc::UnboundedReceiver<SentBatch>,
     acker: Acker,
+    dead_letter: Arc<DeadLetter>,
     metrics: PipelineMetrics,
+    halt: watch::Sender<bool>,
 ) -> Result<Summary, PipelineError> {
     let mut summary = Summary::default();
     let mut acks = Vec::new();
-    while let Some(batch) = rx.recv().await {
-        let (mut out, mut dead) = (0u64, 0u64);
-        for s in batch {
-            s.delivery
-                .wait()
-                .await
-                .map_err(|source| PipelineError::Sink {
-                    pipeline: name.clone(),
-                    source,
-                })?;
-            acks.push(s.ack);
-            if s.dead {
-                dead += 1;
-            } else {
-                out += 1;
+    let sink_err = |source| PipelineError::Sink {
+        pipeline: name.clone(),
+        source,
+    };
+    let result = async {
+        while let Some(batch) = rx.recv().await {
+            let (mut out, mut dead) = (0u64, 0u64);
+            for s in batch.items {
+                match s.delivery.wait().await {
+                    Ok(()) if s.dead => dead += 1,
+                    Ok(()) => out += 1,
+                    Err(SinkError::Refused { reason, message }) if !s.dead => {
+                        let record = refused_record(&message, s.position);
+                        let bad = BadEvent::Refused(reason);
+                        metrics.dead_letter(bad.kind());
+                        dead_letter
+                            .send(&name, &record, &bad)
+                            .await
+                            .map_err(sink_err)?
+                            .wait()
+                            .await
+                            .map_err(sink_err)?;
+                        dead += 1;
+                    }
+                    Err(e) => return Err(sink_err(e)),
+                }
+                acks.push(s.ack);
             }
+            acker.ack_all(&acks);
+            acks.clear();
+            summary.events_out += out;
+            summary.dead_letters += dead;
+            metrics.events_out.inc_by(out);
+            metrics.in_flight.sub((out + dead) as i64);
         }
-        acker.ack_all(&acks);
-        acks.clear();
-        summary.events_out += out;
-        summary.dead_letters += dead;
-        metrics.events_out.inc_by(out);
-        metrics.in_flight.sub((out + dead) as i64);
+        Ok(())
     }
-    Ok(summary)
+    .await;
+    match result {
+        Ok(()) => Ok(summary),
+        Err(e) => {
+            warn!(pipeline = %name, error = %e, "delivery failed");
+            let _ = halt.send(true);
+            Err(e)
+        }
+    }
+}
+
+/// Rebuilds the record a broker refused (its enriched payload, key and headers).
+fn refused_record(message: &rdkafka::message::OwnedMessage, position: Position) -> SourceRecord {
+    use rdkafka::message::{Headers, Message};
+    SourceRecord {
+        payload: message.payload().unwrap_or_default().to_vec(),
+        key: message.key().map(<[u8]>::to_vec),
+        headers: message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        position,
+    }
 }
 
 /// The built-in pipeline of `ipenrich enrich` without a config: scan every string.

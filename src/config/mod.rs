@@ -99,6 +99,27 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         if p.limits.max_in_flight == 0 {
             problems.push((at("limits.max_in_flight"), "must be at least 1".into()));
         }
+        if p.limits.max_in_flight_bytes == 0 {
+            problems.push((
+                at("limits.max_in_flight_bytes"),
+                "must be at least 1".into(),
+            ));
+        }
+        match p.output_message_max_bytes() {
+            Some(Err(e)) => problems.push((at("sink.kafka.options"), e)),
+            Some(Ok(max)) => {
+                let event = p.max_event_bytes();
+                if event.saturating_add(ENRICHMENT_HEADROOM) > max {
+                    problems.push((
+                        at("limits.max_event_bytes"),
+                        format!(
+                            "{event} leaves less than {ENRICHMENT_HEADROOM} bytes for the enrichment, key and headers under the sink's message.max.bytes ({max}); lower it or raise message.max.bytes"
+                        ),
+                    ));
+                }
+            }
+            None => {}
+        }
     }
     let mut reporter_names = std::collections::HashSet::new();
     for (i, r) in config.reporters.iter().enumerate() {

@@ -487,15 +487,23 @@ pub struct KafkaDeadLetterConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Larger events go to the dead letter unprocessed.
-    #[serde(default = "default_max_event_bytes")]
-    pub max_event_bytes: usize,
+    /// Larger events go to the dead letter unprocessed. Default: the output's
+    /// `message.max.bytes` (librdkafka's 1,000,000 unless the sink's options say
+    /// otherwise) less [`ENRICHMENT_HEADROOM`] for the enrichment, key and headers;
+    /// 1 MiB for file and stdout sinks. `check` refuses a value that leaves less
+    /// headroom than that under a Kafka sink's `message.max.bytes`.
+    #[serde(default)]
+    pub max_event_bytes: Option<usize>,
     /// Addresses enriched per event; the rest are counted and the cap is flagged.
     #[serde(default = "default_max_ips_per_event")]
     pub max_ips_per_event: usize,
     /// Events read but not yet delivered; consumption pauses at this bound.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Bytes of events read but not yet delivered; consumption pauses at this bound
+    /// too, so that large events cannot multiply memory by `max_in_flight`.
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: usize,
     /// Longest an event waits for API lookups; then it goes on with `timeout`,
     /// `rate_limited` or `circuit_open` for the addresses still missing.
     #[serde(default = "default_max_enrichment_delay", with = "humantime_serde")]
@@ -526,18 +534,55 @@ fn default_max_enrichment_delay() -> Duration {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            max_event_bytes: default_max_event_bytes(),
+            max_event_bytes: None,
             max_ips_per_event: default_max_ips_per_event(),
             max_in_flight: default_max_in_flight(),
+            max_in_flight_bytes: default_max_in_flight_bytes(),
             max_enrichment_delay: default_max_enrichment_delay(),
             on_slow_lookup: SlowLookup::default(),
         }
     }
 }
 
-/// Kafka's default `message.max.bytes` is 1 MiB; bigger events could not be produced anyway.
-fn default_max_event_bytes() -> usize {
-    1024 * 1024
+/// librdkafka's default `message.max.bytes`: a producer refuses larger messages.
+pub const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// Room kept under the output's message limit for what an event gains on the way:
+/// the enrichment (64 addresses with ASN, geo and threat fields stay under 40 KB),
+/// the key, the headers and the record framing.
+pub const ENRICHMENT_HEADROOM: usize = 64 * 1024;
+
+/// Line sinks have no message limit; 1 MiB is more than any real log line.
+const FILE_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Enough for 20,000 events of 12 KiB; bounds memory when events are large.
+fn default_max_in_flight_bytes() -> usize {
+    256 * 1024 * 1024
+}
+
+impl PipelineConfig {
+    /// The output's largest message (`message.max.bytes`), for Kafka sinks.
+    pub fn output_message_max_bytes(&self) -> Option<Result<usize, String>> {
+        match &self.sink {
+            SinkConfig::Kafka(k) => Some(match k.options.get("message.max.bytes") {
+                None => Ok(LIBRDKAFKA_MESSAGE_MAX_BYTES),
+                Some(v) => v
+                    .parse::<usize>()
+                    .map_err(|_| format!("message.max.bytes {v:?} is not a whole number")),
+            }),
+            _ => None,
+        }
+    }
+
+    /// `limits.max_event_bytes`, or its default derived from the output's limit.
+    pub fn max_event_bytes(&self) -> usize {
+        self.limits
+            .max_event_bytes
+            .unwrap_or_else(|| match self.output_message_max_bytes() {
+                Some(Ok(max)) => max.saturating_sub(ENRICHMENT_HEADROOM).max(1),
+                _ => FILE_MAX_EVENT_BYTES,
+            })
+    }
 }
 
 /// Large enough for any real log line (XFF chains, firewall summaries).

@@ -8,28 +8,33 @@
 //! `{"error", "kind", "pipeline", "source", "event"}`; `event` holds the text, or
 //! `event_base64` the bytes when they are not UTF-8.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::json;
 
 use super::file::LineSink;
-use super::kafka::KafkaSink;
+use super::kafka::{record_size, KafkaSink};
 use super::{Delivery, SinkError};
 use crate::event::{BadEvent, SourceRecord};
 
-/// Where bad events go.
+/// Where bad events go. Shared by the writer (bad input) and the acknowledgement
+/// loop (records the broker refused), so it takes `&self`.
 pub enum DeadLetter {
-    Kafka {
-        sink: KafkaSink,
-        max_message_bytes: usize,
-    },
-    File(LineSink),
+    Kafka(KafkaSink),
+    File(Mutex<LineSink>),
 }
 
 impl DeadLetter {
+    /// A dead letter writing JSON lines.
+    pub fn file(sink: LineSink) -> Self {
+        DeadLetter::File(Mutex::new(sink))
+    }
+
     /// Sends a bad event with its reason.
     pub async fn send(
-        &mut self,
+        &self,
         pipeline: &str,
         record: &SourceRecord,
         why: &BadEvent,
@@ -37,22 +42,24 @@ impl DeadLetter {
         let reason = why.to_string();
         let source = record.position.to_string();
         match self {
-            DeadLetter::Kafka {
-                sink,
-                max_message_bytes,
-            } => {
-                let cut = record.payload.len() > *max_message_bytes;
-                let payload = &record.payload[..record.payload.len().min(*max_message_bytes)];
+            DeadLetter::Kafka(sink) => {
                 let full_len = record.payload.len().to_string();
                 let mut headers: Vec<(&str, &[u8])> = vec![
                     ("ipenrich.error", reason.as_bytes()),
                     ("ipenrich.error.kind", why.kind().as_bytes()),
                     ("ipenrich.pipeline", pipeline.as_bytes()),
                     ("ipenrich.source", source.as_bytes()),
+                    ("ipenrich.truncated_from", full_len.as_bytes()),
                 ];
-                if cut {
-                    headers.push(("ipenrich.truncated_from", full_len.as_bytes()));
+                // Cut the payload so that it fits with its key and every header; say
+                // so (and the original size) only when it was cut.
+                let room = sink
+                    .max_message_bytes()
+                    .saturating_sub(record_size(record, 0, &headers));
+                if record.payload.len() <= room {
+                    headers.pop();
                 }
+                let payload = &record.payload[..record.payload.len().min(room)];
                 sink.send(record, payload, &headers).await
             }
             DeadLetter::File(f) => {
@@ -74,18 +81,34 @@ impl DeadLetter {
                             .into();
                     }
                 }
-                let bytes = serde_json::to_vec(&line).expect("json value serialises");
-                f.write_line(&bytes)?;
+                // A Value of strings and numbers always serialises.
+                let bytes = serde_json::to_vec(&line).unwrap_or_default();
+                lock(f).write_line(&bytes)?;
                 Ok(Delivery::Done)
             }
         }
     }
 
     /// Flushes buffered records.
-    pub async fn flush(&mut self) -> Result<(), SinkError> {
+    pub async fn flush(&self) -> Result<(), SinkError> {
         match self {
-            DeadLetter::Kafka { sink, .. } => sink.flush().await,
-            DeadLetter::File(f) => f.flush(),
+            DeadLetter::Kafka(sink) => sink.flush().await,
+            DeadLetter::File(f) => lock(f).flush(),
         }
     }
+
+    /// Makes written records durable before their offsets may be committed:
+    /// flushed, and for a file also `sync_data`.
+    pub fn sync(&self) -> Result<(), SinkError> {
+        match self {
+            DeadLetter::Kafka(_) => Ok(()),
+            DeadLetter::File(f) => lock(f).sync(),
+        }
+    }
+}
+
+/// The file is only written under this lock, and a write that panicked half way
+/// leaves at worst a partial line: go on with it rather than poison every later one.
+fn lock(f: &Mutex<LineSink>) -> MutexGuard<'_, LineSink> {
+    f.lock().unwrap_or_else(PoisonError::into_inner)
 }

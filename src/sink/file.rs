@@ -10,6 +10,9 @@ use super::SinkError;
 pub struct LineSink {
     out: BufWriter<Box<dyn Write + Send>>,
     name: String,
+    /// The file itself, for `sync_data`; `None` for stdout and stderr, where a
+    /// flush hands the bytes to the reading process and that is all there is.
+    file: Option<std::fs::File>,
 }
 
 impl LineSink {
@@ -26,9 +29,14 @@ impl LineSink {
                 path: path.display().to_string(),
                 source,
             })?;
+        let sync_handle = file.try_clone().map_err(|source| SinkError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(LineSink {
             out: BufWriter::with_capacity(256 * 1024, Box::new(file)),
             name: path.display().to_string(),
+            file: Some(sync_handle),
         })
     }
 
@@ -37,6 +45,7 @@ impl LineSink {
         LineSink {
             out: BufWriter::with_capacity(256 * 1024, Box::new(std::io::stdout())),
             name: "stdout".into(),
+            file: None,
         }
     }
 
@@ -45,6 +54,7 @@ impl LineSink {
         LineSink {
             out: BufWriter::with_capacity(64 * 1024, Box::new(std::io::stderr())),
             name: "stderr".into(),
+            file: None,
         }
     }
 
@@ -65,5 +75,18 @@ impl LineSink {
             path: self.name.clone(),
             source,
         })
+    }
+
+    /// Flushes and, for a file, waits until the bytes are on disk (`sync_data`), so
+    /// that a committed offset never points past output a crash could lose.
+    pub fn sync(&mut self) -> Result<(), SinkError> {
+        self.flush()?;
+        if let Some(file) = &self.file {
+            file.sync_data().map_err(|source| SinkError::Io {
+                path: self.name.clone(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 }

@@ -6,24 +6,66 @@
 //! The idempotent producer keeps order within a partition across retries.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientContext;
 use tracing::warn;
 
 use super::{Delivery, SinkError};
 use crate::config::Partitioning;
 use crate::event::{Position, SourceRecord};
+use crate::health::PipelineHealth;
+
+/// Producer callbacks: broker reachability for the pipeline's readiness.
+pub struct SinkContext {
+    health: Arc<PipelineHealth>,
+}
+
+impl ClientContext for SinkContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.health
+            .set_producer_brokers_up(crate::health::brokers_up(&statistics));
+    }
+}
 
 /// A producer bound to one topic.
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<SinkContext>,
     topic: String,
     partitioning: Partitioning,
     partitions: i32,
+    /// The producer's `message.max.bytes`: larger records are refused before sending.
+    max_message_bytes: usize,
+}
+
+/// What librdkafka counts beyond key, value and header bytes: the record's own
+/// framing (varints, attributes, timestamps) and each header's; generous on purpose.
+const RECORD_OVERHEAD: usize = 128;
+const HEADER_OVERHEAD: usize = 16;
+
+/// The size librdkafka checks against `message.max.bytes`, rounded up.
+pub fn record_size(
+    source: &SourceRecord,
+    payload_len: usize,
+    extra_headers: &[(&str, &[u8])],
+) -> usize {
+    let key = source.key.as_ref().map_or(0, Vec::len);
+    let headers: usize = source
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + HEADER_OVERHEAD)
+        .chain(
+            extra_headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + HEADER_OVERHEAD),
+        )
+        .sum();
+    payload_len + key + headers + RECORD_OVERHEAD
 }
 
 /// Settings ipenrich needs for at-least-once, ordered output.
@@ -36,9 +78,11 @@ impl KafkaSink {
         topic: &str,
         partitioning: Partitioning,
         options: &BTreeMap<String, String>,
+        health: Arc<PipelineHealth>,
     ) -> Result<Self, SinkError> {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", brokers)
+            .set("statistics.interval.ms", "5000")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "200000");
@@ -55,7 +99,13 @@ impl KafkaSink {
             }
             cc.set(k, v);
         }
-        let producer: FutureProducer = cc.create()?;
+        let max_message_bytes = cc
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(crate::config::LIBRDKAFKA_MESSAGE_MAX_BYTES);
+        health.expect_producer();
+        let producer: FutureProducer<SinkContext> =
+            cc.create_with_context(SinkContext { health })?;
         let partitions = if partitioning == Partitioning::Preserve {
             partition_count(&producer, topic).await?
         } else {
@@ -66,16 +116,30 @@ impl KafkaSink {
             topic: topic.to_string(),
             partitioning,
             partitions,
+            max_message_bytes,
         })
     }
 
-    /// Enqueues one message; waits while librdkafka's queue is full.
+    /// The largest record this producer sends (`message.max.bytes`).
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    /// Enqueues one message; waits while librdkafka's queue is full. A record over
+    /// `message.max.bytes` is refused here ([`SinkError::TooLarge`], per record).
     pub async fn send(
         &self,
         source: &SourceRecord,
         payload: &[u8],
         extra_headers: &[(&str, &[u8])],
     ) -> Result<Delivery, SinkError> {
+        let size = record_size(source, payload.len(), extra_headers);
+        if size > self.max_message_bytes {
+            return Err(SinkError::TooLarge {
+                size,
+                limit: self.max_message_bytes,
+            });
+        }
         let headers = if source.headers.is_empty() && extra_headers.is_empty() {
             None
         } else {
@@ -118,6 +182,12 @@ impl KafkaSink {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    return Err(SinkError::TooLarge {
+                        size,
+                        limit: self.max_message_bytes,
+                    })
+                }
                 Err((e, _)) => return Err(SinkError::Kafka(e)),
             }
         }
@@ -137,7 +207,10 @@ impl KafkaSink {
 }
 
 /// Asks the cluster how many partitions `topic` has, retrying while it is being created.
-async fn partition_count(producer: &FutureProducer, topic: &str) -> Result<i32, SinkError> {
+async fn partition_count(
+    producer: &FutureProducer<SinkContext>,
+    topic: &str,
+) -> Result<i32, SinkError> {
     let mut last = String::from("no metadata");
     for _ in 0..20 {
         let p = producer.clone();

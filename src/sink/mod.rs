@@ -10,12 +10,26 @@ pub mod kafka;
 
 use rdkafka::producer::DeliveryFuture;
 
-/// Why a sink failed. Delivery failures are fatal to the pipeline: the offset was
-/// not committed, so a restart re-reads the event (at-least-once).
+use crate::failure::Class;
+
+/// Why a sink failed. Each error has a class ([`SinkError::is_per_record`]): a
+/// per-record refusal sends that one event to the dead letter and moves on; any
+/// other failure is fatal to the pipeline: the offset was not committed, so a
+/// restart re-reads the event (at-least-once). Transient broker trouble never
+/// surfaces here: librdkafka retries it until `message.timeout.ms`.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("kafka producer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The message with its key and headers is larger than the output accepts.
+    #[error("message is {size} bytes with key and headers, over message.max.bytes ({limit})")]
+    TooLarge { size: usize, limit: usize },
+    /// The broker refused this one record; `message` is what was produced.
+    #[error("broker refused the record: {reason}")]
+    Refused {
+        reason: String,
+        message: Box<rdkafka::message::OwnedMessage>,
+    },
     #[error("writing {path}: {source}")]
     Io {
         path: String,
@@ -24,6 +38,13 @@ pub enum SinkError {
     },
     #[error("output topic {topic}: {reason}")]
     Topic { topic: String, reason: String },
+}
+
+impl SinkError {
+    /// True when the error concerns one record only: it goes to the dead letter.
+    pub fn is_per_record(&self) -> bool {
+        matches!(self, SinkError::TooLarge { .. } | SinkError::Refused { .. })
+    }
 }
 
 /// The result of a send.
@@ -41,7 +62,13 @@ impl Delivery {
             Delivery::Done => Ok(()),
             Delivery::Pending(f) => match f.await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _msg))) => Err(SinkError::Kafka(e)),
+                Ok(Err((e, message))) => match crate::failure::classify_kafka(&e) {
+                    Class::PerRecord => Err(SinkError::Refused {
+                        reason: e.to_string(),
+                        message: Box::new(message),
+                    }),
+                    _ => Err(SinkError::Kafka(e)),
+                },
                 Err(_canceled) => Err(SinkError::Kafka(rdkafka::error::KafkaError::Canceled)),
             },
         }
@@ -64,6 +91,15 @@ impl Sink {
         match self {
             Sink::Kafka(k) => k.send(record, payload, &[]).await,
             Sink::File(f) => f.write_line(payload).map(|()| Delivery::Done),
+        }
+    }
+
+    /// Makes sent events durable before their offsets may be committed: a file is
+    /// flushed and synced, stdout flushed; Kafka deliveries carry their own acks.
+    pub fn sync(&mut self) -> Result<(), SinkError> {
+        match self {
+            Sink::Kafka(_) => Ok(()),
+            Sink::File(f) => f.sync(),
         }
     }
 

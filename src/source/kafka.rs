@@ -24,20 +24,28 @@ use super::watermark::{PartitionKey, Ticket, Watermark};
 use super::{Ack, SourceError};
 use crate::config::KafkaSourceConfig;
 use crate::event::{Position, SourceRecord};
+use crate::health::PipelineHealth;
 
-/// Consumer callbacks: forget revoked partitions, log commit failures.
+/// Consumer callbacks: forget revoked partitions, log commit failures, report
+/// assignment and broker reachability to the pipeline's health.
 pub struct SourceContext {
     watermark: Arc<Mutex<Watermark>>,
     pipeline: String,
+    health: Arc<PipelineHealth>,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.health
+            .set_consumer_brokers_up(crate::health::brokers_up(&statistics));
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                let mut w = self.watermark.lock().expect("watermark lock");
+                let mut w = lock(&self.watermark);
                 for e in tpl.elements() {
                     w.revoke(&(Arc::from(e.topic()), e.partition()));
                 }
@@ -48,6 +56,11 @@ impl ConsumerContext for SourceContext {
             }
             Rebalance::Error(e) => warn!(pipeline = %self.pipeline, error = %e, "rebalance error"),
         }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+        let held = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.health.set_assigned(held);
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
@@ -77,7 +90,11 @@ const FORCED: [(&str, &str); 2] = [
 
 impl KafkaSource {
     /// Creates the consumer and subscribes.
-    pub fn new(pipeline: &str, config: &KafkaSourceConfig) -> Result<Self, SourceError> {
+    pub fn new(
+        pipeline: &str,
+        config: &KafkaSourceConfig,
+        health: Arc<PipelineHealth>,
+    ) -> Result<Self, SourceError> {
         let watermark = Arc::new(Mutex::new(Watermark::default()));
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &config.brokers)
@@ -91,7 +108,9 @@ impl KafkaSource {
             // default stalls a pipeline that briefly falls behind (in-flight bound
             // reached): the queue drains in well under a second and the reader then
             // waits for the rest of it (pipeline bench: ratio 0.57 -> 0.91).
-            .set("fetch.queue.backoff.ms", "10");
+            .set("fetch.queue.backoff.ms", "10")
+            // Broker reachability for readiness (see `health`).
+            .set("statistics.interval.ms", "5000");
         for (k, v) in &config.options {
             cc.set(k, v);
         }
@@ -108,6 +127,7 @@ impl KafkaSource {
         let ctx = SourceContext {
             watermark: watermark.clone(),
             pipeline: pipeline.to_string(),
+            health,
         };
         let consumer: Inner = cc.create_with_context(ctx)?;
         let names: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -152,12 +172,24 @@ impl KafkaSource {
             },
         };
         let key: PartitionKey = (topic, partition);
-        let ticket = self
-            .watermark
-            .lock()
-            .expect("watermark lock")
-            .register(key, offset);
+        let ticket = lock(&self.watermark).register(key, offset);
         Ok((record, Ack::Kafka(ticket)))
+    }
+
+    /// Pauses fetching for every assigned partition. The reader keeps polling while
+    /// paused, so the consumer stays in its group however long the pause lasts
+    /// (`max.poll.interval.ms`).
+    pub fn pause(&self) -> Result<(), SourceError> {
+        let assigned = self.consumer.assignment()?;
+        self.consumer.pause(&assigned)?;
+        Ok(())
+    }
+
+    /// Resumes fetching for every assigned partition (also ones assigned while paused).
+    pub fn resume(&self) -> Result<(), SourceError> {
+        let assigned = self.consumer.assignment()?;
+        self.consumer.resume(&assigned)?;
+        Ok(())
     }
 
     /// A handle for acknowledging deliveries.
@@ -182,7 +214,7 @@ impl KafkaAcker {
     pub fn ack_all<'a>(&self, tickets: impl IntoIterator<Item = &'a Ticket>) {
         let mut advanced: Vec<(&'a Ticket, i64)> = Vec::new();
         {
-            let mut w = self.watermark.lock().expect("watermark lock");
+            let mut w = lock(&self.watermark);
             for ticket in tickets {
                 if let Some(offset) = w.ack(ticket) {
                     match advanced.iter_mut().find(|(t, _)| t.key == ticket.key) {
@@ -207,22 +239,35 @@ impl KafkaAcker {
         }
     }
 
-    /// Commits stored offsets now (shutdown), waiting for the broker.
-    pub fn commit(&self) {
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => info!("final offsets committed"),
+    /// Commits stored offsets now (shutdown), waiting for the broker at most
+    /// `within`: with the broker unreachable the commit is left to the next owner
+    /// (it re-reads from the last commit: duplicates, never loss).
+    pub async fn commit(&self, within: std::time::Duration) {
+        let consumer = self.consumer.clone();
+        let commit =
+            tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync));
+        match tokio::time::timeout(within, commit).await {
+            Ok(Ok(Ok(()))) => info!("final offsets committed"),
             // "No offset stored" is not a failure: nothing new was delivered.
-            Err(e) => debug!(error = %e, "final commit"),
+            Ok(Ok(Err(e))) => debug!(error = %e, "final commit"),
+            Ok(Err(e)) => warn!(error = %e, "final commit task failed"),
+            Err(_) => warn!(timeout = ?within, "final commit not confirmed in time"),
         }
     }
 
     /// Pending (read, not yet committed-able) records.
     pub fn in_flight(&self) -> usize {
-        self.watermark.lock().expect("watermark lock").in_flight()
+        lock(&self.watermark).in_flight()
     }
 
     /// Unsubscribes, so the group rebalances promptly on shutdown.
     pub fn close(&self) {
         self.consumer.unsubscribe();
     }
+}
+
+/// The watermark is only changed under this lock by short, non-panicking code;
+/// a poisoned lock still holds consistent state.
+fn lock(w: &Mutex<Watermark>) -> std::sync::MutexGuard<'_, Watermark> {
+    w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -55,9 +55,25 @@ impl Source {
         }
     }
 
-    /// Input partition of a record, for `partitioning: preserve`.
+    /// True for a Kafka consumer.
     pub fn is_kafka(&self) -> bool {
         matches!(self, Source::Kafka(_))
+    }
+
+    /// Stops fetching (Kafka) while the pipeline is full; reading goes on.
+    pub fn pause(&self) -> Result<(), SourceError> {
+        match self {
+            Source::Kafka(k) => k.pause(),
+            Source::Lines(_) => Ok(()),
+        }
+    }
+
+    /// Fetches again after [`Source::pause`].
+    pub fn resume(&self) -> Result<(), SourceError> {
+        match self {
+            Source::Kafka(k) => k.resume(),
+            Source::Lines(_) => Ok(()),
+        }
     }
 }
 
@@ -79,10 +95,10 @@ impl Acker {
         }
     }
 
-    /// Commits what is stored, synchronously (shutdown).
-    pub fn commit(&self) {
+    /// Commits what is stored (shutdown), waiting at most `within`.
+    pub async fn commit(&self, within: std::time::Duration) {
         if let Acker::Kafka(k) = self {
-            k.commit();
+            k.commit(within).await;
         }
     }
 }

@@ -1,0 +1,241 @@
+//! The supervisor: starts every pipeline and reporter of a config, owns readiness
+//! and shutdown, and turns their outcomes into one verdict.
+//!
+//! Shutdown is bounded: once stop is asked (a signal, or a pipeline failing), every
+//! pipeline has its `shutdown_timeout` to drain and commit, and the supervisor
+//! gives up on any that is still running [`SHUTDOWN_SLACK`] after the longest one.
+//! A pipeline that fails stops the others: a half-running process would look
+//! healthy while part of the stream stood still.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::http::Readiness;
+use crate::lookup::build::SharedProviders;
+use crate::metrics::Metrics;
+use crate::pipeline;
+
+/// Time beyond the longest `shutdown_timeout` for final commits and clean-up.
+pub const SHUTDOWN_SLACK: Duration = Duration::from_secs(8);
+
+/// Why the supervisor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("binding http listener {addr}: {source}")]
+    Http {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Providers(String),
+    #[error("reporter {reporter}: {reason}")]
+    Reporter { reporter: String, reason: String },
+    #[error("registering reporter metrics: {0}")]
+    Metrics(#[from] crate::report::ReportError),
+}
+
+/// How a supervised run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every pipeline and reporter finished cleanly.
+    Clean,
+    /// One failed (its error was logged and printed), or shutdown ran out of time.
+    Failed,
+}
+
+/// Runs every pipeline and reporter until they end, or until `stop` completes.
+pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<Verdict, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+    readiness.expect(config.pipelines.len());
+    if let Some(http) = &config.http {
+        let (addr, _task) = crate::http::serve(http.listen, metrics.clone(), readiness.clone())
+            .await
+            .map_err(|source| StartError::Http {
+                addr: http.listen,
+                source,
+            })?;
+        info!(%addr, "serving /metrics and /health");
+    }
+    let bound = config
+        .pipelines
+        .iter()
+        .map(|p| p.shutdown_timeout)
+        .max()
+        .unwrap_or_default()
+        + SHUTDOWN_SLACK;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Providers first: a missing key or database stops start-up, and the reporters
+    // below find the lookups' ipinsights limiter to share.
+    let shared = Arc::new(SharedProviders::new(metrics.registry().clone()));
+    for p in &config.pipelines {
+        crate::lookup::build::chain(&p.providers, &shared).map_err(|errors| {
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|e| format!("pipeline {}: {e}", p.name))
+                .collect();
+            StartError::Providers(lines.join("\n"))
+        })?;
+    }
+    let mut reporters = start_reporters(&config, &metrics, &shared, &stop_rx)?;
+    let mut pipelines = JoinSet::new();
+    for p in config.pipelines {
+        let m = metrics.pipeline(&p.name);
+        readiness.watch(m.health.clone());
+        let rx = stop_rx.clone();
+        let shared = shared.clone();
+        pipelines.spawn(async move {
+            let result = pipeline::run(&p, m, &shared, rx).await;
+            (p.name, result)
+        });
+    }
+    tokio::pin!(stop);
+    let mut failed = false;
+    let mut pipelines_done = false;
+    let mut give_up_at: Option<tokio::time::Instant> = None;
+    loop {
+        let past_bound = async {
+            match give_up_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut stop, if !*stop_tx.borrow() => {
+                info!("shutdown requested");
+                let _ = stop_tx.send(true);
+            }
+            _ = past_bound => {
+                error!(bound = ?bound, "shutdown did not finish in time; exiting anyway");
+                pipelines.abort_all();
+                reporters.abort_all();
+                return Ok(Verdict::Failed);
+            }
+            joined = pipelines.join_next(), if !pipelines_done => {
+                let Some(joined) = joined else {
+                    pipelines_done = true;
+                    if reporters.is_empty() {
+                        break;
+                    }
+                    // Reporters only watch pipelines: stop them with the last one.
+                    let _ = stop_tx.send(true);
+                    continue;
+                };
+                match joined {
+                    Ok((name, Ok(summary))) => info!(pipeline = %name, events_in = summary.events_in, events_out = summary.events_out, dead_letters = summary.dead_letters, timed_out = summary.timed_out, "pipeline finished"),
+                    Ok((name, Err(e))) => {
+                        let chain = error_chain(&e);
+                        error!(pipeline = %name, error = %chain, "pipeline failed");
+                        eprintln!("ipenrich: {chain}");
+                        failed = true;
+                        let _ = stop_tx.send(true);
+                    }
+                    Err(e) => {
+                        error!(error = %e, "pipeline task panicked");
+                        failed = true;
+                        let _ = stop_tx.send(true);
+                    }
+                }
+            }
+            joined = reporters.join_next(), if !reporters.is_empty() => {
+                match joined {
+                    Some(Ok((name, Ok(summary)))) => info!(reporter = %name, signals = summary.signals, decisions = summary.decisions, sent = summary.sent, "reporter finished"),
+                    Some(Ok((name, Err(e)))) => {
+                        let chain = error_chain(&e);
+                        error!(reporter = %name, error = %chain, "reporter failed");
+                        eprintln!("ipenrich: reporter {name}: {chain}");
+                        failed = true;
+                        let _ = stop_tx.send(true);
+                    }
+                    Some(Err(e)) => {
+                        error!(error = %e, "reporter task panicked");
+                        failed = true;
+                        let _ = stop_tx.send(true);
+                    }
+                    None => {}
+                }
+                if pipelines_done && reporters.is_empty() {
+                    break;
+                }
+            }
+        }
+        if *stop_tx.borrow() && give_up_at.is_none() {
+            give_up_at = Some(tokio::time::Instant::now() + bound);
+        }
+    }
+    if failed {
+        warn!("finished with failures");
+    }
+    Ok(if failed {
+        Verdict::Failed
+    } else {
+        Verdict::Clean
+    })
+}
+
+type ReporterResult = (
+    String,
+    Result<crate::report::ReportSummary, crate::report::ReportError>,
+);
+
+fn start_reporters(
+    config: &Config,
+    metrics: &Metrics,
+    shared: &Arc<SharedProviders>,
+    stop: &watch::Receiver<bool>,
+) -> Result<JoinSet<ReporterResult>, StartError> {
+    let mut reporters = JoinSet::new();
+    if config.reporters.is_empty() {
+        return Ok(reporters);
+    }
+    let report_metrics = crate::report::ReportMetrics::register(metrics.registry())?;
+    for r in config.reporters.iter().cloned() {
+        let m = report_metrics.clone();
+        let rx = stop.clone();
+        let fail = |reason: String| StartError::Reporter {
+            reporter: r.name.clone(),
+            reason,
+        };
+        // Reports spend the same ipinsights budget as lookups with the same key.
+        let permits: Arc<dyn crate::report::Permits> = match r
+            .ipinsights
+            .as_ref()
+            .and_then(|i| i.api_key.as_ref().map(|k| (i, k)))
+        {
+            Some((i, key)) => {
+                let key = crate::lookup::build::secret(key).map_err(fail)?;
+                shared
+                    .ipinsights_limiter(&i.base_url, &key)
+                    .map_err(|e| fail(e.to_string()))?
+            }
+            None => Arc::new(crate::report::NoLimit),
+        };
+        reporters.spawn(async move {
+            let result = crate::report::run(&r, m, permits, rx).await;
+            (r.name, result)
+        });
+    }
+    Ok(reporters)
+}
+
+/// An error and every cause below it, `: `-separated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
