@@ -67,13 +67,28 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates topics with `partitions` partitions each and waits until they exist.
 pub fn create_topics(bootstrap: &str, names: &[&str], partitions: i32) {
+    create_topics_with(bootstrap, names, partitions, &[]);
+}
+
+/// Creates topics with topic configs (e.g. `max.message.bytes`).
+pub fn create_topics_with(
+    bootstrap: &str,
+    names: &[&str],
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .map(|n| {
+            configs.iter().fold(
+                NewTopic::new(n, partitions, TopicReplication::Fixed(1)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results =
@@ -124,7 +139,7 @@ pub fn produce(
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "1000000")
-        .set("message.max.bytes", "10000000")
+        .set("message.max.bytes", "20000000")
         .create()
         .expect("producer");
     let mut n = 0;
@@ -184,7 +199,7 @@ pub fn consume(bootstrap: &str, topic: &str, count: usize, timeout: Duration) ->
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
-        .set("fetch.message.max.bytes", "10485760")
+        .set("fetch.message.max.bytes", "20971520")
         .create()
         .expect("consumer");
     let md = consumer
