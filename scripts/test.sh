@@ -32,7 +32,7 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
 say "tests"
-cargo test --all-targets --locked
+cargo test --all-targets --locked --no-fail-fast
 
 say "example pipelines"
 cargo build --locked --quiet
