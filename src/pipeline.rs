@@ -964,3 +964,73 @@ pub fn default_config(input: Option<&Path>, output: Option<&Path>) -> PipelineCo
         shutdown_timeout: Duration::from_secs(25),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(sizes: &[usize]) -> Vec<(SourceRecord, Ack)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                (
+                    SourceRecord {
+                        payload: vec![b'x'; n],
+                        key: None,
+                        headers: Vec::new(),
+                        position: Position::Line {
+                            source: Arc::from("t"),
+                            line: i as u64 + 1,
+                        },
+                    },
+                    Ack::None,
+                )
+            })
+            .collect()
+    }
+
+    /// Regression (issue 8.10): two queues each sized to `max_in_flight` let twice the
+    /// bound in, and events of any size counted alike. One budget now bounds both.
+    #[test]
+    fn budget_bounds_events_and_bytes_at_once() {
+        let budget = Budget::new(4, 8 * 1024);
+        let small = records(&[10, 10, 10]);
+        let held = budget.try_acquire(budget.cost(&small)).expect("room for 3");
+        assert!(
+            budget
+                .try_acquire(budget.cost(&records(&[10, 10])))
+                .is_none(),
+            "a fifth event is over the count"
+        );
+        drop(held);
+        let big = records(&[6 * 1024]);
+        let held = budget
+            .try_acquire(budget.cost(&big))
+            .expect("room for 6 KiB");
+        assert!(
+            budget
+                .try_acquire(budget.cost(&records(&[4 * 1024])))
+                .is_none(),
+            "bytes bound the budget although the count has room"
+        );
+        drop(held);
+        // One event larger than the whole byte budget still passes, alone.
+        let huge = records(&[1 << 20]);
+        assert!(budget.try_acquire(budget.cost(&huge)).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_waits_until_acknowledged() {
+        let budget = Arc::new(Budget::new(1, 1 << 20));
+        let first = budget.try_acquire((1, 1)).unwrap();
+        let waiter = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.acquire((1, 1)).await })
+        };
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiter.is_finished(), "no room until the first is acked");
+        drop(first);
+        assert!(waiter.await.is_ok());
+    }
+}

@@ -435,3 +435,86 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     s.read_to_string(&mut buf).ok()?;
     buf.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// Issue 8.8: with `backpressure` and a provider that never answers, SIGTERM was
+/// never honoured. Now lookups give up at half of `shutdown_timeout`, the event is
+/// written with a `timeout` marker and the process exits.
+#[test]
+fn sigterm_is_honoured_while_backpressure_waits_on_a_dead_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    std::fs::write(dir.path().join("key"), "sim-iptrust-key").unwrap();
+    let out = dir.path().join("out.jsonl");
+    let cfg = write_config(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "pipelines:\n  - name: s\n    source:\n      stdin:\n        format: text\n    extract:\n      scan_all_strings: true\n    providers:\n      - iptrust:\n          base_url: http://127.0.0.1:{port}/iptrust\n          api_key:\n            file: {key}\n    sink:\n      file:\n        path: {out}\n    limits:\n      on_slow_lookup: backpressure\n    shutdown_timeout: 2s\n",
+            key = dir.path().join("key").display(),
+            out = out.display(),
+        ),
+    );
+    let log = dir.path().join("log");
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Stdin stays open: the input never ends by itself.
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "failed login from 8.8.8.8").unwrap();
+    writeln!(stdin, "local 10.1.1.1").unwrap();
+    stdin.flush().unwrap();
+    let mut proc = Proc(child);
+    std::thread::sleep(Duration::from_secs(2));
+    let code = proc.terminate(Duration::from_secs(45));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        code.is_some(),
+        "SIGTERM not honoured under backpressure:\n{text}"
+    );
+    drop(stdin);
+    let written = std::fs::read_to_string(&out).unwrap_or_default();
+    assert_eq!(written.lines().count(), 2, "{written}\n{text}");
+    assert!(written.contains(r#""status":"timeout""#), "{written}");
+}
+
+/// Issue 8.9: a fatal consumer error (here: the source topic does not exist, and a
+/// consumer does not create topics) was logged as a warning forever while the
+/// pipeline reported ready. Now it stops the pipeline with a non-zero exit.
+#[test]
+fn a_missing_source_topic_is_fatal() {
+    let kafka = kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "pipelines:\n  - name: m\n    source:\n      kafka:\n        brokers: \"{kafka}\"\n        topics: [{topic}]\n        group_id: {group}\n    extract:\n      scan_all_strings: true\n    sink:\n      stdout: {{}}\n    shutdown_timeout: 3s\n",
+            topic = unique("missing"),
+            group = unique("mg"),
+        ),
+    );
+    let log = dir.path().join("log");
+    let mut proc = Proc::run(&cfg, &log);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = proc.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a missing topic did not stop the pipeline:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_ne!(status.code(), Some(0), "{text}");
+    assert!(text.contains("nknown topic"), "{text}");
+}
