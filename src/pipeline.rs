@@ -692,6 +692,9 @@ pub async fn run(
         k.close();
     }
     give_up_timer.abort();
+    // Closing a consumer waits for its group coordinator, which may be unreachable:
+    // let a blocking thread do it, never an async worker (the exit stays bounded).
+    drop(tokio::task::spawn_blocking(move || drop((reader, acker))));
     metrics.in_flight.set(0);
     let result = match stop {
         Stop::Failed(e) => Err(PipelineError::Source {
