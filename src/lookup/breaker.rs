@@ -168,7 +168,7 @@ impl Breaker {
 
     fn open(&self) -> BreakerState {
         BreakerState::Open {
-            until: Instant::now() + self.settings.open_for,
+            until: super::time::from_now(self.settings.open_for),
         }
     }
 }

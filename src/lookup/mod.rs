@@ -17,6 +17,7 @@ pub mod engine;
 pub mod providers;
 pub mod rate_limit;
 pub mod record;
+pub mod time;
 
 use engine::{Engine, Outcome};
 use providers::mmdb::MmdbProvider;

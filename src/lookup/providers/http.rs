@@ -16,6 +16,7 @@ use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use super::ProviderError;
+use crate::lookup::time::provider_pause;
 use crate::secret::Secret;
 
 /// User agent sent to every provider.
@@ -124,14 +125,19 @@ impl RateInfo {
 }
 
 /// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT` (RFC 9110 10.2.3).
-/// A date in the past means "now": zero.
+/// A date in the past means "now": zero. Any value is clamped to
+/// [`MAX_PROVIDER_PAUSE`](crate::lookup::time::MAX_PROVIDER_PAUSE): a number too large even for `u64` is still "a long
+/// time", not a missing header (which would mean the short default pause).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(provider_pause(Duration::from_secs(secs)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(provider_pause(
+        at.duration_since(now).unwrap_or(Duration::ZERO),
+    ))
 }
 
 /// A response read to the end.
@@ -411,6 +417,7 @@ pub(crate) fn fraction_to_score(value: f64) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lookup::time::MAX_PROVIDER_PAUSE;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -462,6 +469,22 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+        // Regression (issue 8 item 6): 2^63 s parsed as is and later panicked the
+        // engine at `Instant + Duration`; more digits than u64 holds gave `None`,
+        // i.e. the short default pause for a provider asking for a very long one.
+        for absurd in [
+            "9223372036854775808",
+            "18446744073709551615",
+            "99999999999999999999999999",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(
+                parse_retry_after(absurd, now),
+                Some(MAX_PROVIDER_PAUSE),
+                "{absurd}"
+            );
+        }
         let info = RateInfo::from_headers_at(&headers(&[("Retry-After", "7")]), now);
         assert_eq!(info.retry_after, Some(Duration::from_secs(7)));
     }
