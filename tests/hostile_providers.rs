@@ -17,8 +17,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Router;
 use ipenrich::lookup::engine::{Engine, EngineSettings, Outcome};
-use ipenrich::lookup::providers::http::HttpSettings;
+use ipenrich::lookup::providers::http::{HttpSettings, MAX_BODY_BYTES};
 use ipenrich::lookup::providers::ipinsights::{IpInsightsClient, ReportCategory, ReportRequest};
+use ipenrich::lookup::providers::{Provider, ProviderError};
 use ipenrich::lookup::rate_limit::{RateLimiter, RateSettings};
 use ipenrich::lookup::time::MAX_PROVIDER_PAUSE;
 use ipenrich::report::submit::{Sent, Submitter};
@@ -33,14 +34,23 @@ const TWO_TO_THE_63: &str = "9223372036854775808";
 struct Script {
     status: u16,
     headers: Vec<(&'static str, String)>,
-    body: String,
+    body: Payload,
+}
+
+#[derive(Clone)]
+enum Payload {
+    Text(String),
+    /// JSON whitespace for ever, chunked (no `Content-Length`).
+    Endless,
+    /// This many bytes of whitespace with their `Content-Length`.
+    Sized(usize),
 }
 
 fn script(status: u16, headers: &[(&'static str, &str)], body: &str) -> Script {
     Script {
         status,
         headers: headers.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        body: body.to_owned(),
+        body: Payload::Text(body.to_owned()),
     }
 }
 
@@ -84,7 +94,14 @@ async fn answer(State(fake): State<Fake>) -> Response {
     for (name, value) in &s.headers {
         response = response.header(*name, value);
     }
-    response.body(Body::from(s.body)).unwrap()
+    let body = match s.body {
+        Payload::Text(text) => Body::from(text),
+        Payload::Endless => Body::from_stream(futures::stream::repeat_with(|| {
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(&[b' '; 64 << 10]))
+        })),
+        Payload::Sized(n) => Body::from(vec![b' '; n]),
+    };
+    response.body(body).unwrap()
 }
 
 fn client(base: &str) -> IpInsightsClient {
@@ -253,4 +270,58 @@ async fn absurd_retry_after_on_a_report_fails_retryably_or_waits_for_shutdown() 
     ));
     stopper.await.unwrap();
     assert_eq!(fake.requests(), 1, "nothing sent inside the pause");
+}
+
+/// Regression (issue 8 item 10b): response bodies were read whole with no cap, so
+/// a provider streaming without end grew memory until the request timeout (or
+/// the OOM killer). Past `MAX_BODY_BYTES` the call is a provider error, the
+/// engine answers `Failed`, and the client still works for the next call.
+#[tokio::test]
+async fn endless_or_huge_bodies_are_a_provider_error() {
+    let endless = Script {
+        status: 200,
+        headers: Vec::new(),
+        body: Payload::Endless,
+    };
+    let huge = Script {
+        status: 200,
+        headers: Vec::new(),
+        body: Payload::Sized(MAX_BODY_BYTES + 1),
+    };
+    let just_fits = Script {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        body: Payload::Sized(MAX_BODY_BYTES),
+    };
+    let (fake, base) = Fake::start(vec![
+        endless.clone(),
+        huge.clone(),
+        endless.clone(),
+        just_fits,
+        script(200, &[], BULK_OK),
+    ])
+    .await;
+    let c = client(&base);
+    let ips = [public(1), public(2)];
+    for what in ["endless", "huge"] {
+        match c.lookup(&ips).await {
+            Err(ProviderError::BodyTooLarge { limit }) => assert_eq!(limit, MAX_BODY_BYTES),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // Through the engine: every waiter answered, nothing pending.
+    let e = engine(&base, generous());
+    assert_eq!(lookup_all(&e, &ips[..1]).await, vec![Some(Outcome::Failed)]);
+    assert_eq!(e.pending(), 0);
+    // At the cap exactly the body is read (and is not JSON: a decode error).
+    assert!(matches!(
+        c.lookup(&ips).await,
+        Err(ProviderError::Decode { .. })
+    ));
+    // The client is not wedged by the bodies it dropped.
+    assert_eq!(
+        c.lookup(&ips).await.unwrap(),
+        vec![ipenrich::lookup::providers::Answer::NoData; 2]
+    );
+    assert_eq!(fake.requests(), 5);
 }

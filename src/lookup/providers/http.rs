@@ -6,6 +6,9 @@
 //! a [`ProviderError`]; messages copied from error bodies are shortened and have the
 //! key masked. After each response the rate-limit headers are kept as a
 //! [`RateInfo`], readable with `last_rate_info()`, so the lookup engine can pause.
+//! Bodies are read chunk by chunk up to a cap ([`MAX_BODY_BYTES`], or
+//! [`MAX_DOWNLOAD_BYTES`] for database downloads): a body past it is
+//! [`ProviderError::BodyTooLarge`], never an unbounded allocation.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -24,6 +27,16 @@ pub const USER_AGENT: &str = concat!("ipenrich/", env!("CARGO_PKG_VERSION"));
 
 /// Longest provider message kept in an error (characters).
 const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Largest API response body read. The largest documented answer is an OpenIPApi
+/// Enterprise bulk of 5,000 results of about 1 KB each (openipapi-api.txt "Batch
+/// size limits"), some 5 MB; 16 MiB leaves room and bounds memory per request.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Largest database download read. OpenIPApi lists its MMDB files at a few to
+/// tens of MB (`size_bytes` of `/v1/database/list`); MaxMind's city database is
+/// under 100 MB.
+pub const MAX_DOWNLOAD_BYTES: usize = 512 << 20;
 
 /// Connection settings of one provider client.
 #[derive(Debug, Clone)]
@@ -236,19 +249,53 @@ impl HttpClient {
         Ok(request.header(name, self.key_header(prefix)?))
     }
 
-    /// Sends and reads the whole body; records the rate-limit headers.
+    /// Sends and reads the whole body, up to [`MAX_BODY_BYTES`]; records the
+    /// rate-limit headers.
     pub async fn send(&self, request: RequestBuilder) -> Result<RawResponse, ProviderError> {
-        let response = request.send().await.map_err(|e| self.transport_error(e))?;
+        self.send_limited(request, MAX_BODY_BYTES).await
+    }
+
+    /// As [`HttpClient::send`], reading at most `limit` bytes of body: a longer
+    /// one (announced by `Content-Length` or found while reading) is
+    /// [`ProviderError::BodyTooLarge`], and the connection is dropped unread.
+    pub async fn send_limited(
+        &self,
+        request: RequestBuilder,
+        limit: usize,
+    ) -> Result<RawResponse, ProviderError> {
+        let mut response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status();
         let headers = response.headers().clone();
         let rate = RateInfo::from_headers(&headers);
         if let Ok(mut last) = self.rate.lock() {
             *last = Some(rate);
         }
-        let body = response
-            .bytes()
+        let too_large = || {
+            tracing::debug!(
+                provider = self.provider,
+                status = status.as_u16(),
+                limit,
+                "provider body over the cap"
+            );
+            ProviderError::BodyTooLarge { limit }
+        };
+        let announced = response.content_length().unwrap_or(0);
+        if announced > limit as u64 {
+            return Err(too_large());
+        }
+        // `announced <= limit`, a usize: the cast cannot truncate.
+        let mut body = Vec::with_capacity(announced as usize);
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| self.transport_error(e))?
+        {
+            if chunk.len() > limit - body.len() {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let body = Bytes::from(body);
         tracing::trace!(
             provider = self.provider,
             status = status.as_u16(),

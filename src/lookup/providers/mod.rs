@@ -153,6 +153,10 @@ pub enum ProviderError {
     /// The body did not have the documented shape.
     #[error("undecodable response body: {reason}")]
     Decode { reason: String },
+    /// The body ran past the client's cap (`http::MAX_BODY_BYTES`); the rest was
+    /// not read. A provider streaming without end is broken, not busy.
+    #[error("response body larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
 }
 
 /// `Some(30s)` -> `30s`, `None` -> `an unknown pause`, for messages.
