@@ -132,7 +132,7 @@ impl Stage {
         // still fill the cache for the next event). With `backpressure` there is no
         // deadline: the event waits, the bounded in-flight queue fills, and reading
         // from the source pauses until the providers answer again.
-        let deadline = Instant::now() + self.max_enrichment_delay;
+        let deadline = crate::lookup::time::after(Instant::now(), self.max_enrichment_delay);
         let lookups: Vec<Option<Resolved>> =
             join_all(extraction.found.iter().map(|found| async move {
                 self.metrics.ip(found.class);
@@ -140,14 +140,7 @@ impl Stage {
                     return None;
                 }
                 let resolved = match self.on_slow_lookup {
-                    SlowLookup::FailOpen => {
-                        tokio::time::timeout_at(deadline, self.chain.lookup(found.ip))
-                            .await
-                            .unwrap_or(Resolved {
-                                status: Status::Timeout,
-                                record: Default::default(),
-                            })
-                    }
+                    SlowLookup::FailOpen => self.chain.lookup_until(found.ip, deadline).await,
                     SlowLookup::Backpressure => self.lookup_until_answered(found.ip).await,
                 };
                 self.metrics.lookup(resolved.status);
