@@ -28,7 +28,7 @@ use crate::config::{
 use crate::event::{decode, BadEvent, SourceRecord};
 use crate::extract::{Extractor, IpClass};
 use crate::lookup::build::SharedProviders;
-use crate::lookup::{Chain, Resolved, Status};
+use crate::lookup::{Chain, KeyRejected, Resolved, Status};
 use crate::merge::{render, Enrichment};
 use crate::metrics::PipelineMetrics;
 use crate::sink::dead_letter::DeadLetter;
@@ -84,6 +84,8 @@ pub struct Stage {
     max_enrichment_delay: Duration,
     on_slow_lookup: SlowLookup,
     metrics: PipelineMetrics,
+    /// Set by the first event that met a rejected API key; see [`Stage::fatal`].
+    fatal: std::sync::OnceLock<KeyRejected>,
 }
 
 impl Stage {
@@ -117,7 +119,16 @@ impl Stage {
             max_enrichment_delay: config.limits.max_enrichment_delay,
             on_slow_lookup: config.limits.on_slow_lookup,
             metrics,
+            fatal: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Set once a lookup met a provider that rejected its API key (401/403), in
+    /// either `on_slow_lookup` mode, before `process` returns that event (which
+    /// carries the status `unauthorized`): a fatal condition, no retry helps. The
+    /// caller must stop without writing or committing that event.
+    pub fn fatal(&self) -> Option<&KeyRejected> {
+        self.fatal.get()
     }
 
     /// Decodes, extracts, looks up and renders one event.
@@ -147,6 +158,13 @@ impl Stage {
                 Some(resolved)
             }))
             .await;
+        if lookups.iter().flatten().any(|r| r.status.is_fatal()) {
+            self.fatal.get_or_init(|| {
+                self.chain.key_rejected().unwrap_or_else(|| KeyRejected {
+                    providers: self.chain.names(),
+                })
+            });
+        }
         Ok(render(
             &decoded,
             &Enrichment {
@@ -161,11 +179,13 @@ impl Stage {
 impl Stage {
     /// Retries until a provider answers (`on_slow_lookup: backpressure`), backing off
     /// from 100 ms to 5 s between rounds; the engine's limiter and breaker pace it.
+    /// A fatal status (a rejected API key) is returned at once: retrying cannot fix it.
     async fn lookup_until_answered(&self, ip: std::net::IpAddr) -> Resolved {
         let mut pause = Duration::from_millis(100);
         loop {
             let resolved = self.chain.lookup(ip).await;
-            if matches!(resolved.status, Status::Ok | Status::NoData) {
+            if matches!(resolved.status, Status::Ok | Status::NoData) || resolved.status.is_fatal()
+            {
                 return resolved;
             }
             self.metrics.lookup(resolved.status);

@@ -325,3 +325,56 @@ async fn endless_or_huge_bodies_are_a_provider_error() {
     );
     assert_eq!(fake.requests(), 5);
 }
+
+/// Regression (issue 8 item 13b): with `on_slow_lookup: backpressure` a 401 or
+/// 403 for a revoked key was retried for ever (the event never finished, the
+/// pipeline stalled silently). Now `Stage::process` returns the event marked
+/// `unauthorized` after one upstream call, and `Stage::fatal` names the provider
+/// so the pipeline can stop. `fail_open` flags it the same way.
+#[tokio::test]
+async fn a_rejected_key_is_fatal_not_retried() {
+    use ipenrich::config::{HttpProviderConfig, KeySource, ProviderConfig, SlowLookup};
+    use ipenrich::lookup::build::SharedProviders;
+    use ipenrich::metrics::Metrics;
+    use ipenrich::pipeline::{default_config, Stage};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "revoked-key-0001\n").unwrap();
+    for (status, body) in [
+        (401, r#"{"success":false,"error":"Invalid API key"}"#),
+        (403, r#"{"success":false,"error":"Key suspended"}"#),
+    ] {
+        for mode in [SlowLookup::Backpressure, SlowLookup::FailOpen] {
+            let (fake, base) = Fake::start(vec![script(status, &[], body)]).await;
+            let mut config = default_config(None, None);
+            config.providers = vec![ProviderConfig::Ipinsights(HttpProviderConfig {
+                base_url: Some(base),
+                api_key: KeySource::File(key.clone()),
+                timeouts: Default::default(),
+                lookup: Default::default(),
+            })];
+            config.limits.on_slow_lookup = mode;
+            let metrics = Metrics::new();
+            let shared = SharedProviders::new(metrics.registry().clone());
+            let stage = Stage::new(&config, metrics.pipeline("t"), &shared).unwrap();
+            assert!(stage.fatal().is_none());
+            let out = tokio::time::timeout(
+                Duration::from_secs(60),
+                stage.process(br#"{"src":"45.0.0.1","msg":"login failed"}"#),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{status} {mode:?}: still retrying after a minute"))
+            .unwrap();
+            let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(
+                out["enrichment"]["ips"][0]["status"], "unauthorized",
+                "{status} {mode:?}: {out}"
+            );
+            let fatal = stage.fatal().expect("fatal is set");
+            assert_eq!(fatal.providers, ["ipinsights"]);
+            assert!(fatal.to_string().contains("ipinsights"), "{fatal}");
+            assert_eq!(fake.requests(), 1, "{status} {mode:?}: asked once");
+        }
+    }
+}

@@ -102,7 +102,7 @@ impl Tally {
             Some(Outcome::Answer(_)) => self.answers += 1,
             Some(Outcome::RateLimited) => self.rate_limited += 1,
             Some(Outcome::CircuitOpen) => self.circuit_open += 1,
-            Some(Outcome::Failed) => self.failed += 1,
+            Some(Outcome::Failed | Outcome::KeyRejected) => self.failed += 1,
             None => self.hung += 1,
         }
     }

@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -156,6 +157,11 @@ pub enum Outcome {
     CircuitOpen,
     /// Asked, and the provider failed (5xx, timeout, reset, bad answer).
     Failed,
+    /// Asked, and the provider refused the API key (401/403, plan lacks the
+    /// feature): no retry helps, see [`ProviderError::is_key_rejected`].
+    ///
+    /// [`ProviderError::is_key_rejected`]: super::providers::ProviderError::is_key_rejected
+    KeyRejected,
 }
 
 struct Metrics {
@@ -231,6 +237,8 @@ pub struct Engine {
     limiter: Arc<RateLimiter>,
     breaker: Breaker,
     in_flight: Mutex<Waiters>,
+    /// The latest answer was a key rejection (cleared by the next success).
+    key_rejected: AtomicBool,
     queue: mpsc::UnboundedSender<IpAddr>,
     max_pending: usize,
     max_token_wait: Duration,
@@ -272,6 +280,7 @@ impl Engine {
             limiter,
             breaker: Breaker::new(settings.breaker),
             in_flight: Mutex::new(HashMap::new()),
+            key_rejected: AtomicBool::new(false),
             queue,
             max_pending: settings.max_pending.get(),
             max_token_wait: settings.max_token_wait,
@@ -307,6 +316,11 @@ impl Engine {
     /// The shared limiter (the reporter draws report units from it).
     pub fn limiter(&self) -> &Arc<RateLimiter> {
         &self.limiter
+    }
+
+    /// True while the provider's latest answer was a rejection of the API key.
+    pub fn key_rejected(&self) -> bool {
+        self.key_rejected.load(Ordering::Relaxed)
     }
 
     /// The breaker's state now.
@@ -422,6 +436,7 @@ impl Engine {
         }
         let state = match result {
             Ok(answers) if answers.len() == n => {
+                self.key_rejected.store(false, Ordering::Relaxed);
                 let state = batch.record(Verdict::Success);
                 for (ip, answer) in batch.ips.iter().zip(&answers) {
                     self.cache.insert(*ip, answer);
@@ -448,6 +463,11 @@ impl Engine {
                     self.limiter.rate_limited(*retry_after);
                     tracing::warn!(%error, provider = self.name(), batch = n, "provider rate limited us");
                     batch.finish_all(Outcome::RateLimited);
+                } else if error.is_key_rejected() {
+                    self.metrics.failures.inc();
+                    self.key_rejected.store(true, Ordering::Relaxed);
+                    tracing::error!(%error, provider = self.name(), batch = n, "provider rejected the api key");
+                    batch.finish_all(Outcome::KeyRejected);
                 } else {
                     self.metrics.failures.inc();
                     tracing::warn!(%error, provider = self.name(), batch = n, "lookup request failed");
@@ -521,7 +541,7 @@ mod tests {
     use super::*;
     use crate::lookup::providers::{ProviderError, ProviderFuture};
     use crate::lookup::record::{AsnInfo, IntelRecord};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     /// A scripted provider: answers after `latency`, fails while `failing` is set,
     /// panics mid-call while `panicking` is set, answers 429 with `retry_after`
@@ -531,6 +551,7 @@ mod tests {
         ips: Mutex<Vec<usize>>,
         failing: std::sync::atomic::AtomicBool,
         panicking: std::sync::atomic::AtomicBool,
+        rejecting: std::sync::atomic::AtomicBool,
         retry_after: Mutex<Option<Duration>>,
         rate_info: Mutex<Option<crate::lookup::providers::http::RateInfo>>,
         latency: Duration,
@@ -544,6 +565,7 @@ mod tests {
                 ips: Mutex::new(Vec::new()),
                 failing: false.into(),
                 panicking: false.into(),
+                rejecting: false.into(),
                 retry_after: Mutex::new(None),
                 rate_info: Mutex::new(None),
                 latency: Duration::from_millis(latency_ms),
@@ -569,6 +591,11 @@ mod tests {
                 tokio::time::sleep(self.latency).await;
                 if self.panicking.load(Ordering::SeqCst) {
                     panic!("fake provider panics mid-batch");
+                }
+                if self.rejecting.load(Ordering::SeqCst) {
+                    return Err(ProviderError::Unauthorized {
+                        message: "api key revoked".into(),
+                    });
                 }
                 if let Some(retry_after) = *self.retry_after.lock().unwrap() {
                     return Err(ProviderError::RateLimited {
@@ -873,5 +900,25 @@ mod tests {
         assert_eq!(e.lookup(ip(3)).await, Outcome::Failed);
         assert!(matches!(e.breaker_state(), BreakerState::Open { .. }));
         assert_eq!(e.lookup(ip(4)).await, Outcome::CircuitOpen);
+    }
+
+    /// Regression (issue 8 item 13b): a 401 for a revoked key was `Failed`, like a
+    /// 503, so `on_slow_lookup: backpressure` retried it for ever. It is its own
+    /// outcome now, flagged on the engine until a success, and never opens the
+    /// breaker (the provider is up; the key is wrong).
+    #[tokio::test(start_paused = true)]
+    async fn rejected_key_is_its_own_outcome() {
+        let fake = Fake::new(100, 0);
+        let e = engine(fake.clone(), settings());
+        fake.rejecting.store(true, Ordering::SeqCst);
+        for n in 0..5 {
+            assert_eq!(e.lookup(ip(n)).await, Outcome::KeyRejected);
+        }
+        assert!(e.key_rejected());
+        assert_eq!(e.breaker_state(), BreakerState::Closed { failures: 0 });
+        assert!(e.cached(ip(1)).is_none(), "not cached");
+        fake.rejecting.store(false, Ordering::SeqCst);
+        assert!(matches!(e.lookup(ip(1)).await, Outcome::Answer(_)));
+        assert!(!e.key_rejected());
     }
 }

@@ -47,18 +47,28 @@ pub enum Status {
     CircuitOpen,
     /// The event's `max_enrichment_delay` passed before an answer came.
     Timeout,
+    /// A provider refused its API key (401/403): fatal, no retry helps. Wins over
+    /// answers from the rest of the chain, so that it cannot go unnoticed.
+    Unauthorized,
 }
 
 impl Status {
     /// Every status, in declaration order (`ALL[s as usize] == s`).
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Ok,
         Status::NoData,
         Status::Error,
         Status::RateLimited,
         Status::CircuitOpen,
         Status::Timeout,
+        Status::Unauthorized,
     ];
+
+    /// True for a status no retry can fix: the pipeline must stop (see
+    /// [`Chain::key_rejected`] for which provider).
+    pub fn is_fatal(self) -> bool {
+        self == Status::Unauthorized
+    }
 
     /// The word written into events.
     pub fn as_str(self) -> &'static str {
@@ -69,8 +79,17 @@ impl Status {
             Status::RateLimited => "rate_limited",
             Status::CircuitOpen => "circuit_open",
             Status::Timeout => "timeout",
+            Status::Unauthorized => "unauthorized",
         }
     }
+}
+
+/// Providers that refused their API key: a fatal condition, the pipeline must stop.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("api key rejected by {} (401/403): fix the key or plan and restart", .providers.join(", "))]
+pub struct KeyRejected {
+    /// Names of the providers, in chain order.
+    pub providers: Vec<String>,
 }
 
 /// The merged answer for one address.
@@ -117,6 +136,19 @@ impl Chain {
             .collect()
     }
 
+    /// The providers whose latest answer refused their API key, if any.
+    pub fn key_rejected(&self) -> Option<KeyRejected> {
+        let providers: Vec<String> = self
+            .members
+            .iter()
+            .filter_map(|m| match m {
+                Member::Remote(e) if e.key_rejected() => Some(e.name().to_string()),
+                _ => None,
+            })
+            .collect();
+        (!providers.is_empty()).then_some(KeyRejected { providers })
+    }
+
     /// Looks one public address up through every provider, with no deadline (the
     /// engines answer in bounded time by their contract). A provider that cannot
     /// answer (rate limited, breaker open, failed) is skipped and the next one fills
@@ -137,6 +169,7 @@ impl Chain {
     async fn resolve(&self, ip: IpAddr, deadline: Option<Instant>) -> Resolved {
         let mut merged = IntelRecord::default();
         let mut failure: Option<Status> = None;
+        let mut rejected = false;
         for member in &self.members {
             let answer = match member {
                 Member::Local(p) => Ok(p.lookup_sync(ip)),
@@ -157,6 +190,7 @@ impl Chain {
             match answer {
                 Ok(Answer::Found(record)) => merge_missing(&mut merged, record),
                 Ok(Answer::NoData) => {}
+                Err(Status::Unauthorized) => rejected = true,
                 Err(status) => {
                     failure.get_or_insert(status);
                 }
@@ -167,7 +201,9 @@ impl Chain {
         }
         // `NoData` only when every provider answered: a provider that failed or
         // ran out of time might have known the address.
-        let status = if merged.is_empty() {
+        let status = if rejected {
+            Status::Unauthorized
+        } else if merged.is_empty() {
             failure.unwrap_or(Status::NoData)
         } else {
             Status::Ok
@@ -185,6 +221,7 @@ fn from_outcome(outcome: Outcome) -> Result<Answer, Status> {
         Outcome::RateLimited => Err(Status::RateLimited),
         Outcome::CircuitOpen => Err(Status::CircuitOpen),
         Outcome::Failed => Err(Status::Error),
+        Outcome::KeyRejected => Err(Status::Unauthorized),
     }
 }
 
@@ -500,5 +537,59 @@ mod tests {
             .lookup_until(tor_exit(), Instant::now() + Duration::from_secs(2))
             .await;
         assert_eq!(got.status, Status::Ok);
+    }
+
+    /// A remote provider whose key is revoked: every call is a 401.
+    struct Revoked;
+
+    impl Provider for Revoked {
+        fn name(&self) -> &str {
+            "revoked"
+        }
+        fn lookup<'a>(
+            &'a self,
+            _ips: &'a [IpAddr],
+        ) -> ProviderFuture<'a, Result<Vec<Answer>, ProviderError>> {
+            Box::pin(async {
+                Err(ProviderError::Unauthorized {
+                    message: "key revoked".into(),
+                })
+            })
+        }
+    }
+
+    /// Regression (issue 8 item 13b): a rejected key looked like any failure, and
+    /// behind a fallback like none at all (`ok` from the MMDB): the status now says
+    /// `unauthorized` whatever else answered, and the chain names the provider.
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_key_is_unauthorized_even_with_a_fallback() {
+        let r = prometheus::Registry::new();
+        let settings = EngineSettings {
+            max_wait: Duration::from_millis(1),
+            ..EngineSettings::default()
+        };
+        let limiter = settings.limiter("revoked").unwrap();
+        let revoked = Engine::try_new(Arc::new(Revoked), settings, limiter, &r).unwrap();
+        let chains = [
+            Chain::new(vec![Member::Remote(revoked.clone()), mmdb()]),
+            Chain::new(vec![mmdb(), Member::Remote(revoked.clone())]),
+        ];
+        assert_eq!(chains[0].key_rejected(), None, "not asked yet");
+        for chain in chains {
+            let got = chain.lookup(tor_exit()).await;
+            assert_eq!(got.status, Status::Unauthorized);
+            assert!(got.status.is_fatal());
+            assert_eq!(got.record.asn.unwrap().number, Some(60729), "mmdb kept");
+            assert_eq!(
+                chain.key_rejected(),
+                Some(KeyRejected {
+                    providers: vec!["revoked".into()]
+                })
+            );
+        }
+        assert!(!Status::Error.is_fatal() && !Status::Timeout.is_fatal());
+        for (i, s) in Status::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+        }
     }
 }

@@ -181,6 +181,23 @@ impl ProviderError {
         )
     }
 
+    /// True when the provider refused the key itself (401, 403, a plan that lacks
+    /// the feature): no retry helps until someone fixes the key or the plan, so
+    /// this is fatal for a pipeline that would otherwise wait for an answer.
+    /// A 401/403 that a client maps to no dedicated variant counts too.
+    pub fn is_key_rejected(&self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorized { .. }
+                | Self::Forbidden { .. }
+                | Self::PlanRequired { .. }
+                | Self::UnexpectedStatus {
+                    status: 401 | 403,
+                    ..
+                }
+        )
+    }
+
     /// The pause the provider asked for, if any (`Retry-After`).
     ///
     /// ```
