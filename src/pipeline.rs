@@ -31,7 +31,7 @@ use crate::extract::{Extractor, IpClass};
 use crate::failure::{classify_kafka, Class};
 use crate::health::PipelineHealth;
 use crate::lookup::build::SharedProviders;
-use crate::lookup::{Chain, Resolved, Status};
+use crate::lookup::{Chain, KeyRejected, Resolved, Status};
 use crate::merge::{render, Enrichment};
 use crate::metrics::PipelineMetrics;
 use crate::sink::dead_letter::DeadLetter;
@@ -166,7 +166,7 @@ impl Stage {
         // still fill the cache for the next event). With `backpressure` there is no
         // deadline: the event waits, the in-flight budget fills, and reading from
         // the source pauses until the providers answer again.
-        let deadline = Instant::now() + self.max_enrichment_delay;
+        let deadline = crate::lookup::time::after(Instant::now(), self.max_enrichment_delay);
         let lookups: Vec<Result<Option<Resolved>, String>> =
             join_all(extraction.found.iter().map(|found| async move {
                 self.metrics.ip(found.class);
@@ -176,12 +176,9 @@ impl Stage {
                 let mut give_up = give_up.clone();
                 let lookup = async {
                     match self.on_slow_lookup {
-                        SlowLookup::FailOpen => Ok(tokio::time::timeout_at(
-                            deadline,
-                            self.chain.lookup(found.ip),
-                        )
-                        .await
-                        .unwrap_or_else(|_| timeout())),
+                        SlowLookup::FailOpen => {
+                            Ok(self.chain.lookup_until(found.ip, deadline).await)
+                        }
                         SlowLookup::Backpressure => self.lookup_until_answered(found.ip).await,
                     }
                 };
@@ -219,12 +216,20 @@ fn timeout() -> Resolved {
 impl Stage {
     /// Retries until a provider answers (`on_slow_lookup: backpressure`), backing off
     /// from 100 ms to 5 s between rounds; the engine's limiter and breaker pace it.
+    /// A rejected API key is fatal: no retry can fix it, and waiting for ever would
+    /// only hide it (under `fail_open` the event carries `unauthorized` instead).
     async fn lookup_until_answered(&self, ip: std::net::IpAddr) -> Result<Resolved, String> {
         let mut pause = Duration::from_millis(100);
         loop {
             let resolved = self.chain.lookup(ip).await;
             if matches!(resolved.status, Status::Ok | Status::NoData) {
                 return Ok(resolved);
+            }
+            if resolved.status.is_fatal() {
+                let rejected = self.chain.key_rejected().unwrap_or_else(|| KeyRejected {
+                    providers: self.chain.names(),
+                });
+                return Err(rejected.to_string());
             }
             self.metrics.lookup(resolved.status);
             tokio::time::sleep(pause).await;

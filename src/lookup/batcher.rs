@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 /// How batches are formed and handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +35,7 @@ pub async fn next_batch<T>(
     max_wait: Duration,
 ) -> Option<Vec<T>> {
     let first = rx.recv().await?;
-    let deadline = Instant::now() + max_wait;
+    let deadline = super::time::from_now(max_wait);
     let mut batch = Vec::with_capacity(max_batch);
     batch.push(first);
     while batch.len() < max_batch {
@@ -90,6 +89,7 @@ where
 mod tests {
     use super::*;
     use std::sync::Mutex;
+    use tokio::time::Instant;
 
     fn settings(max_batch: usize, wait_ms: u64, concurrency: usize) -> BatchSettings {
         BatchSettings {

@@ -4,7 +4,8 @@
 //! failures; after `failures` of them in a row it opens and refuses everything
 //! for `open_for`. Then it is half-open: exactly one request (the probe) may go;
 //! its success closes the breaker, its failure opens it for another `open_for`.
-//! Only failures that a retry could fix count (5xx, timeouts, resets, transport):
+//! Only failures that a retry could fix count (5xx, timeouts, resets, transport),
+//! and a body past the size cap (a provider streaming without end is broken):
 //! a 4xx, a 429 (the rate limiter handles those) or "no data" is not the
 //! provider being down. Time is `tokio::time`, so tests use paused time.
 
@@ -71,9 +72,12 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// How a provider error counts: retryable errors other than 429 are failures.
+    /// How a provider error counts: retryable errors other than 429 are failures,
+    /// and so is a body past the cap.
     pub fn of_error(e: &ProviderError) -> Verdict {
-        if e.is_retryable() && !matches!(e, ProviderError::RateLimited { .. }) {
+        if matches!(e, ProviderError::BodyTooLarge { .. })
+            || (e.is_retryable() && !matches!(e, ProviderError::RateLimited { .. }))
+        {
             Verdict::Failure
         } else {
             Verdict::Neutral
@@ -168,7 +172,7 @@ impl Breaker {
 
     fn open(&self) -> BreakerState {
         BreakerState::Open {
-            until: Instant::now() + self.settings.open_for,
+            until: super::time::from_now(self.settings.open_for),
         }
     }
 }
@@ -253,6 +257,10 @@ mod tests {
             Verdict::Failure
         );
         assert_eq!(Verdict::of_error(&ProviderError::Timeout), Verdict::Failure);
+        assert_eq!(
+            Verdict::of_error(&ProviderError::BodyTooLarge { limit: 1 }),
+            Verdict::Failure
+        );
         assert_eq!(
             Verdict::of_error(&ProviderError::RateLimited { retry_after: None }),
             Verdict::Neutral

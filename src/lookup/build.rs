@@ -14,7 +14,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::engine::{Engine, EngineSettings};
 use super::providers::cloudflare_radar::CloudflareRadarClient;
@@ -87,7 +87,10 @@ impl SharedProviders {
 
     /// One open database per path, with one reloader.
     fn database(&self, m: &crate::config::MmdbConfig) -> Result<Arc<MmdbProvider>, String> {
-        let mut dbs = self.databases.lock().expect("databases lock");
+        let mut dbs = self
+            .databases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(db) = dbs.get(&m.path) {
             return Ok(db.clone());
         }
@@ -119,7 +122,7 @@ impl SharedProviders {
         rate: RateSettings,
     ) -> Result<Arc<RateLimiter>, String> {
         let id = identity(kind, base_url, key);
-        let mut limiters = self.limiters.lock().expect("limiters lock");
+        let mut limiters = self.limiters.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(l) = limiters.get(&id) {
             return Ok(l.clone());
         }
@@ -144,7 +147,12 @@ impl SharedProviders {
         config: &EngineConfig,
     ) -> Result<Arc<Engine>, String> {
         let id = identity(kind, base_url, key);
-        if let Some(e) = self.engines.lock().expect("engines lock").get(&id) {
+        if let Some(e) = self
+            .engines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+        {
             return Ok(e.clone());
         }
         let settings = engine_settings(kind, config)?;
@@ -153,7 +161,7 @@ impl SharedProviders {
             .map_err(|e| e.to_string())?;
         self.engines
             .lock()
-            .expect("engines lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(id, engine.clone());
         Ok(engine)
     }

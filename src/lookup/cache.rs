@@ -251,7 +251,9 @@ impl Cache {
             Answer::Found(r) if !r.is_empty() => (self.ttl, Some(r)),
             _ => (self.negative_ttl, None),
         };
-        let expires_ms = self.epoch.elapsed().as_millis() as u64 + ttl.as_millis() as u64;
+        // The TTL comes from the config: saturate rather than truncate or overflow.
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let expires_ms = millis(self.epoch.elapsed()).saturating_add(millis(ttl));
         let expires = expires_ms.div_ceil(TICK_MS).min(u64::from(u32::MAX)) as u32;
         let mut entry = Entry {
             asn: None,
@@ -544,6 +546,29 @@ mod tests {
         assert_eq!(metrics.misses.get(), 1);
         assert_eq!(metrics.entries.get(), 0);
         assert!(cache.is_empty());
+    }
+
+    /// Regression (issue 8 item 6): a TTL from the config whose milliseconds do not
+    /// fit `u64` was truncated (`as u64`: 2^64 ms + 384 ms became 384 ms), and one
+    /// that fits overflowed the addition to the clock (a panic).
+    #[tokio::test(start_paused = true)]
+    async fn absurd_ttls_mean_forever() {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for ttl in [
+            Duration::from_millis(u64::MAX),
+            Duration::from_secs(18_446_744_073_709_552),
+            Duration::MAX,
+        ] {
+            let mut s = settings(10);
+            s.ttl = ttl;
+            s.negative_ttl = ttl;
+            let cache = Cache::try_new(&s, CacheMetrics::unregistered()).unwrap();
+            cache.insert(ip(1), &found(1, "x", 1));
+            cache.insert(ip(2), &Answer::NoData);
+            tokio::time::advance(Duration::from_secs(3600)).await;
+            assert!(cache.get(ip(1)).is_some(), "{ttl:?}");
+            assert_eq!(cache.get(ip(2)), Some(Answer::NoData), "{ttl:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,6 +11,10 @@
 //! all at once. The caller applies its per-event deadline with a timeout and may
 //! drop the future: the query goes on and its answer still fills the cache.
 //! Errors are never cached; a failed address is asked again by the next lookup.
+//! Every batch answers all its addresses and hands its breaker ticket back, even
+//! when the provider panics or the batch task is cancelled (a drop guard), and
+//! every duration from a provider or the config is added to instants saturating
+//! (see [`super::time`]): no waiter is left waiting on a batch that is gone.
 //!
 //! `Engine::try_new` spawns the batcher task, so it needs a tokio runtime; the task
 //! ends when the engine is dropped.
@@ -18,6 +22,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -25,7 +30,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry}
 use tokio::sync::{mpsc, watch};
 
 use super::batcher::{self, BatchSettings};
-use super::breaker::{Breaker, BreakerSettings, BreakerState, Verdict};
+use super::breaker::{Breaker, BreakerSettings, BreakerState, Ticket, Verdict};
 use super::cache::{Cache, CacheError, CacheMetrics, CacheSettings, Count};
 use super::providers::{Answer, Provider};
 use super::rate_limit::{RateLimitError, RateLimiter, RateSettings};
@@ -152,6 +157,11 @@ pub enum Outcome {
     CircuitOpen,
     /// Asked, and the provider failed (5xx, timeout, reset, bad answer).
     Failed,
+    /// Asked, and the provider refused the API key (401/403, plan lacks the
+    /// feature): no retry helps, see [`ProviderError::is_key_rejected`].
+    ///
+    /// [`ProviderError::is_key_rejected`]: super::providers::ProviderError::is_key_rejected
+    KeyRejected,
 }
 
 struct Metrics {
@@ -227,6 +237,8 @@ pub struct Engine {
     limiter: Arc<RateLimiter>,
     breaker: Breaker,
     in_flight: Mutex<Waiters>,
+    /// The latest answer was a key rejection (cleared by the next success).
+    key_rejected: AtomicBool,
     queue: mpsc::UnboundedSender<IpAddr>,
     max_pending: usize,
     max_token_wait: Duration,
@@ -268,6 +280,7 @@ impl Engine {
             limiter,
             breaker: Breaker::new(settings.breaker),
             in_flight: Mutex::new(HashMap::new()),
+            key_rejected: AtomicBool::new(false),
             queue,
             max_pending: settings.max_pending.get(),
             max_token_wait: settings.max_token_wait,
@@ -303,6 +316,11 @@ impl Engine {
     /// The shared limiter (the reporter draws report units from it).
     pub fn limiter(&self) -> &Arc<RateLimiter> {
         &self.limiter
+    }
+
+    /// True while the provider's latest answer was a rejection of the API key.
+    pub fn key_rejected(&self) -> bool {
+        self.key_rejected.load(Ordering::Relaxed)
     }
 
     /// The breaker's state now.
@@ -379,18 +397,21 @@ impl Engine {
         }
     }
 
-    fn finish_all(&self, ips: &[IpAddr], outcome: Outcome) {
-        self.finish(ips.iter().map(|ip| (*ip, outcome.clone())));
-    }
-
-    /// One upstream request for `ips` (the batcher's handler).
+    /// One upstream request for `ips` (the batcher's handler). Every address is
+    /// answered and the breaker ticket handed back on every path, including a
+    /// panic inside the provider and cancellation: see [`InFlight`].
     async fn send(&self, ips: Vec<IpAddr>) {
         let n = ips.len();
-        let ticket = match self.breaker.try_acquire() {
-            Ok(t) => t,
+        let mut batch = InFlight {
+            engine: self,
+            ips,
+            ticket: None,
+        };
+        match self.breaker.try_acquire() {
+            Ok(t) => batch.ticket = Some(t),
             Err(_) => {
                 self.metrics.shed.inc_by(n as u64);
-                return self.finish_all(&ips, Outcome::CircuitOpen);
+                return batch.finish_all(Outcome::CircuitOpen);
             }
         };
         self.metrics
@@ -402,28 +423,25 @@ impl Engine {
             .acquire_within(1, units, self.max_token_wait)
             .await
         {
-            tracing::debug!(provider = self.name(), batch = n, reason = ?denied.reason, wait_ms = denied.wait.as_millis() as u64, "batch not sent: rate limit");
-            self.breaker.record(ticket, Verdict::Neutral);
+            tracing::debug!(provider = self.name(), batch = n, reason = ?denied.reason, wait_ms = u64::try_from(denied.wait.as_millis()).unwrap_or(u64::MAX), "batch not sent: rate limit");
+            batch.record(Verdict::Neutral);
             self.metrics.shed.inc_by(n as u64);
-            return self.finish_all(&ips, Outcome::RateLimited);
+            return batch.finish_all(Outcome::RateLimited);
         }
         self.metrics.requests.inc();
         self.metrics.ips_per_request.observe(n as f64);
-        let result = self.provider.lookup(&ips).await;
+        let result = self.provider.lookup(&batch.ips).await;
         if let Some(info) = self.provider.last_rate_info() {
             self.limiter.observe(&info);
         }
         let state = match result {
             Ok(answers) if answers.len() == n => {
-                let state = self.breaker.record(ticket, Verdict::Success);
-                for (ip, answer) in ips.iter().zip(&answers) {
+                self.key_rejected.store(false, Ordering::Relaxed);
+                let state = batch.record(Verdict::Success);
+                for (ip, answer) in batch.ips.iter().zip(&answers) {
                     self.cache.insert(*ip, answer);
                 }
-                self.finish(
-                    ips.into_iter()
-                        .zip(answers)
-                        .map(|(ip, a)| (ip, Outcome::Answer(a))),
-                );
+                batch.finish(answers);
                 state
             }
             Ok(answers) => {
@@ -434,21 +452,26 @@ impl Engine {
                     "provider answered a different number of addresses"
                 );
                 self.metrics.failures.inc();
-                let state = self.breaker.record(ticket, Verdict::Neutral);
-                self.finish_all(&ips, Outcome::Failed);
+                let state = batch.record(Verdict::Neutral);
+                batch.finish_all(Outcome::Failed);
                 state
             }
             Err(error) => {
-                let state = self.breaker.record(ticket, Verdict::of_error(&error));
+                let state = batch.record(Verdict::of_error(&error));
                 if let super::providers::ProviderError::RateLimited { retry_after } = &error {
                     self.metrics.rate_limited.inc();
                     self.limiter.rate_limited(*retry_after);
                     tracing::warn!(%error, provider = self.name(), batch = n, "provider rate limited us");
-                    self.finish_all(&ips, Outcome::RateLimited);
+                    batch.finish_all(Outcome::RateLimited);
+                } else if error.is_key_rejected() {
+                    self.metrics.failures.inc();
+                    self.key_rejected.store(true, Ordering::Relaxed);
+                    tracing::error!(%error, provider = self.name(), batch = n, "provider rejected the api key");
+                    batch.finish_all(Outcome::KeyRejected);
                 } else {
                     self.metrics.failures.inc();
                     tracing::warn!(%error, provider = self.name(), batch = n, "lookup request failed");
-                    self.finish_all(&ips, Outcome::Failed);
+                    batch.finish_all(Outcome::Failed);
                 }
                 state
             }
@@ -457,18 +480,80 @@ impl Engine {
     }
 }
 
+/// The addresses of one batch and the breaker ticket it holds, until answered.
+///
+/// Dropped before that (the provider panicked and tokio dropped the task, or the
+/// task was cancelled), it answers every address it still owes `Failed` and hands
+/// the ticket back as neutral: no waiter waits forever on a batch that is gone,
+/// and a half-open breaker whose probe died gets its probe slot back.
+struct InFlight<'a> {
+    engine: &'a Engine,
+    /// Addresses not answered yet; emptied by `finish*`.
+    ips: Vec<IpAddr>,
+    ticket: Option<Ticket>,
+}
+
+impl InFlight<'_> {
+    fn finish_all(&mut self, outcome: Outcome) {
+        let ips = std::mem::take(&mut self.ips);
+        self.engine
+            .finish(ips.into_iter().map(|ip| (ip, outcome.clone())));
+    }
+
+    /// Answers in the order of `ips`.
+    fn finish(&mut self, answers: Vec<Answer>) {
+        let ips = std::mem::take(&mut self.ips);
+        self.engine.finish(
+            ips.into_iter()
+                .zip(answers)
+                .map(|(ip, a)| (ip, Outcome::Answer(a))),
+        );
+    }
+
+    /// Hands the ticket back with `verdict`; the breaker's new state.
+    fn record(&mut self, verdict: Verdict) -> BreakerState {
+        match self.ticket.take() {
+            Some(ticket) => self.engine.breaker.record(ticket, verdict),
+            None => self.engine.breaker.state(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.ips.is_empty() && self.ticket.is_none() {
+            return;
+        }
+        tracing::error!(
+            provider = self.engine.name(),
+            batch = self.ips.len(),
+            "lookup batch abandoned (provider panicked or task cancelled); answering error"
+        );
+        let state = self.record(Verdict::Neutral);
+        self.engine.metrics.breaker_state.set(state.as_gauge());
+        self.engine.metrics.failures.inc();
+        self.finish_all(Outcome::Failed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::lookup::providers::{ProviderError, ProviderFuture};
     use crate::lookup::record::{AsnInfo, IntelRecord};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
-    /// A scripted provider: answers after `latency`, fails while `failing` is set.
+    /// A scripted provider: answers after `latency`, fails while `failing` is set,
+    /// panics mid-call while `panicking` is set, answers 429 with `retry_after`
+    /// while that is set, and reports `rate_info` as its latest headers.
     struct Fake {
         calls: AtomicUsize,
         ips: Mutex<Vec<usize>>,
         failing: std::sync::atomic::AtomicBool,
+        panicking: std::sync::atomic::AtomicBool,
+        rejecting: std::sync::atomic::AtomicBool,
+        retry_after: Mutex<Option<Duration>>,
+        rate_info: Mutex<Option<crate::lookup::providers::http::RateInfo>>,
         latency: Duration,
         max: usize,
     }
@@ -479,6 +564,10 @@ mod tests {
                 calls: AtomicUsize::new(0),
                 ips: Mutex::new(Vec::new()),
                 failing: false.into(),
+                panicking: false.into(),
+                rejecting: false.into(),
+                retry_after: Mutex::new(None),
+                rate_info: Mutex::new(None),
                 latency: Duration::from_millis(latency_ms),
                 max,
             })
@@ -500,6 +589,19 @@ mod tests {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 self.ips.lock().unwrap().push(ips.len());
                 tokio::time::sleep(self.latency).await;
+                if self.panicking.load(Ordering::SeqCst) {
+                    panic!("fake provider panics mid-batch");
+                }
+                if self.rejecting.load(Ordering::SeqCst) {
+                    return Err(ProviderError::Unauthorized {
+                        message: "api key revoked".into(),
+                    });
+                }
+                if let Some(retry_after) = *self.retry_after.lock().unwrap() {
+                    return Err(ProviderError::RateLimited {
+                        retry_after: Some(retry_after),
+                    });
+                }
                 if self.failing.load(Ordering::SeqCst) {
                     return Err(ProviderError::Server {
                         status: 503,
@@ -520,6 +622,9 @@ mod tests {
                     })
                     .collect())
             })
+        }
+        fn last_rate_info(&self) -> Option<crate::lookup::providers::http::RateInfo> {
+            *self.rate_info.lock().unwrap()
         }
     }
 
@@ -669,5 +774,151 @@ mod tests {
         assert_eq!(e.lookup(ip(3)).await, Outcome::RateLimited);
         assert!(matches!(a.await.unwrap(), Outcome::Answer(_)));
         assert!(matches!(b.await.unwrap(), Outcome::Answer(_)));
+    }
+
+    /// Looks `ips` up concurrently; `None` for a lookup still waiting after an
+    /// hour of (paused, auto-advancing) time: one that would wait forever.
+    async fn lookup_all(e: &Arc<Engine>, ips: &[IpAddr]) -> Vec<Option<Outcome>> {
+        let tasks: Vec<_> = ips
+            .iter()
+            .map(|&ip| {
+                let e = e.clone();
+                tokio::spawn(async move {
+                    tokio::time::timeout(Duration::from_secs(3600), e.lookup(ip))
+                        .await
+                        .ok()
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
+
+    /// Regression (issue 8 item 6): a provider that panicked mid-batch left that
+    /// batch's waiters unanswered, so every later lookup of those addresses joined
+    /// them and waited forever; a panicking half-open probe kept the breaker
+    /// refusing for good.
+    #[tokio::test(start_paused = true)]
+    async fn provider_panic_answers_every_waiter_and_frees_the_probe() {
+        let fake = Fake::new(100, 5);
+        let e = engine(fake.clone(), settings());
+        let ips: Vec<IpAddr> = (0..10).map(ip).collect();
+        fake.panicking.store(true, Ordering::SeqCst);
+        let got = lookup_all(&e, &ips).await;
+        assert_eq!(got, vec![Some(Outcome::Failed); 10], "closed breaker");
+        assert_eq!(e.pending(), 0);
+        // The same addresses again: a fresh query, not the dead one's waiters.
+        let got = lookup_all(&e, &ips).await;
+        assert_eq!(got, vec![Some(Outcome::Failed); 10], "asked again");
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+
+        // Open the breaker, let it go half-open, and panic in the probe.
+        fake.panicking.store(false, Ordering::SeqCst);
+        fake.failing.store(true, Ordering::SeqCst);
+        lookup_all(&e, &[ip(100)]).await;
+        lookup_all(&e, &[ip(101)]).await;
+        assert!(matches!(e.breaker_state(), BreakerState::Open { .. }));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        fake.failing.store(false, Ordering::SeqCst);
+        fake.panicking.store(true, Ordering::SeqCst);
+        assert_eq!(lookup_all(&e, &ips).await, vec![Some(Outcome::Failed); 10]);
+        assert_eq!(e.breaker_state(), BreakerState::HalfOpen { probing: false });
+        // The provider is fine again: the next probe goes out and closes it.
+        fake.panicking.store(false, Ordering::SeqCst);
+        let got = lookup_all(&e, &ips).await;
+        assert!(got
+            .iter()
+            .all(|o| matches!(o, Some(Outcome::Answer(Answer::Found(_))))));
+        assert_eq!(e.breaker_state(), BreakerState::Closed { failures: 0 });
+        assert_eq!(e.pending(), 0);
+    }
+
+    /// Regression (issue 8 item 6): `Retry-After: 9223372036854775808` (2^63 s)
+    /// panicked at `Instant + Duration` inside the batch, and its waiters hung.
+    #[tokio::test(start_paused = true)]
+    async fn absurd_retry_after_pauses_the_key_instead_of_panicking() {
+        use crate::lookup::providers::http::RateInfo;
+        use crate::lookup::time::MAX_PROVIDER_PAUSE;
+        let absurd = [
+            Duration::from_secs(1 << 63),
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+        ];
+        for (i, retry_after) in absurd.into_iter().enumerate() {
+            // As a 429's Retry-After.
+            let fake = Fake::new(100, 0);
+            let e = engine(fake.clone(), settings());
+            *fake.retry_after.lock().unwrap() = Some(retry_after);
+            assert_eq!(
+                lookup_all(&e, &[ip(1), ip(2)]).await,
+                vec![Some(Outcome::RateLimited); 2],
+                "case {i}"
+            );
+            assert_eq!(e.limiter().paused_for(), Some(MAX_PROVIDER_PAUSE));
+            assert_eq!(e.lookup(ip(1)).await, Outcome::RateLimited, "paused");
+            assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+
+            // As the Retry-After of a successful answer's headers.
+            let fake = Fake::new(100, 0);
+            let e = engine(fake.clone(), settings());
+            *fake.rate_info.lock().unwrap() = Some(RateInfo {
+                retry_after: Some(retry_after),
+                remaining: Some(0),
+                limit: Some(u64::MAX),
+            });
+            let got = lookup_all(&e, &[ip(1)]).await;
+            assert!(matches!(got[0], Some(Outcome::Answer(_))), "case {i}");
+            assert_eq!(e.limiter().paused_for(), Some(MAX_PROVIDER_PAUSE));
+            assert_eq!(e.pending(), 0);
+        }
+    }
+
+    /// Regression (issue 8 item 6): durations from the config were added to
+    /// instants unchecked (breaker pause, batch wait, budget period, TTL).
+    #[tokio::test(start_paused = true)]
+    async fn absurd_config_durations_do_not_panic() {
+        let mut s = settings();
+        s.ttl = Duration::MAX;
+        s.negative_ttl = Duration::MAX;
+        s.max_wait = Duration::MAX;
+        s.max_token_wait = Duration::MAX;
+        s.breaker.open_for = Duration::MAX;
+        s.rate.window = Duration::MAX;
+        s.rate.budgets = vec![crate::lookup::rate_limit::Budget {
+            period: Duration::MAX,
+            limit: u64::MAX,
+        }];
+        let fake = Fake::new(1, 0);
+        let e = engine(fake.clone(), s);
+        assert!(matches!(e.lookup(ip(1)).await, Outcome::Answer(_)));
+        assert!(e.cached(ip(1)).is_some(), "cached for as long as it runs");
+        fake.failing.store(true, Ordering::SeqCst);
+        assert_eq!(e.lookup(ip(2)).await, Outcome::Failed);
+        assert_eq!(e.lookup(ip(3)).await, Outcome::Failed);
+        assert!(matches!(e.breaker_state(), BreakerState::Open { .. }));
+        assert_eq!(e.lookup(ip(4)).await, Outcome::CircuitOpen);
+    }
+
+    /// Regression (issue 8 item 13b): a 401 for a revoked key was `Failed`, like a
+    /// 503, so `on_slow_lookup: backpressure` retried it for ever. It is its own
+    /// outcome now, flagged on the engine until a success, and never opens the
+    /// breaker (the provider is up; the key is wrong).
+    #[tokio::test(start_paused = true)]
+    async fn rejected_key_is_its_own_outcome() {
+        let fake = Fake::new(100, 0);
+        let e = engine(fake.clone(), settings());
+        fake.rejecting.store(true, Ordering::SeqCst);
+        for n in 0..5 {
+            assert_eq!(e.lookup(ip(n)).await, Outcome::KeyRejected);
+        }
+        assert!(e.key_rejected());
+        assert_eq!(e.breaker_state(), BreakerState::Closed { failures: 0 });
+        assert!(e.cached(ip(1)).is_none(), "not cached");
+        fake.rejecting.store(false, Ordering::SeqCst);
+        assert!(matches!(e.lookup(ip(1)).await, Outcome::Answer(_)));
+        assert!(!e.key_rejected());
     }
 }

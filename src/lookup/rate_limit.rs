@@ -23,6 +23,7 @@ use governor::Quota;
 use tokio::time::Instant;
 
 use super::providers::http::RateInfo;
+use super::time::{after, from_now, provider_pause};
 
 /// Why a limiter cannot be built, or a request can never pass.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -33,6 +34,16 @@ pub enum RateLimitError {
     /// A budget has a zero period or limit.
     #[error("budget {index}: period and limit must be > 0")]
     BadBudget { index: usize },
+    /// A bucket would take longer than [`MAX_REFILL`] to refill its burst: far
+    /// slower than any provider's limit, and beyond what the bucket's nanosecond
+    /// arithmetic can hold.
+    #[error("{field} of {rate}/s takes longer than {max_days} days to refill a burst of {burst}")]
+    TooSlow {
+        field: &'static str,
+        rate: f64,
+        burst: u32,
+        max_days: u64,
+    },
     /// More tokens asked at once than the bucket can ever hold.
     #[error("{asked} {what} exceed the burst of {burst}")]
     ExceedsBurst {
@@ -114,18 +125,25 @@ impl RateSettings {
     /// Every problem at once, joined.
     pub fn validate(&self) -> Result<(), Vec<RateLimitError>> {
         let mut problems = Vec::new();
-        let bad = |r: f64| !(r.is_finite() && r > 0.0);
-        if bad(self.requests_per_second) {
-            problems.push(RateLimitError::BadRate {
-                field: "requests_per_second",
-                value: self.requests_per_second,
-            });
-        }
-        if let Some(u) = self.units_per_second.filter(|u| bad(*u)) {
-            problems.push(RateLimitError::BadRate {
-                field: "units_per_second",
-                value: u,
-            });
+        let mut check = |field: &'static str, rate: f64, burst: NonZeroU32| {
+            if !(rate.is_finite() && rate > 0.0) {
+                problems.push(RateLimitError::BadRate { field, value: rate });
+            } else if f64::from(burst.get()) / rate > MAX_REFILL.as_secs_f64() {
+                problems.push(RateLimitError::TooSlow {
+                    field,
+                    rate,
+                    burst: burst.get(),
+                    max_days: MAX_REFILL.as_secs() / 86_400,
+                });
+            }
+        };
+        check(
+            "requests_per_second",
+            self.requests_per_second,
+            self.request_burst,
+        );
+        if let Some(u) = self.units_per_second {
+            check("units_per_second", u, self.unit_burst);
         }
         for (index, b) in self.budgets.iter().enumerate() {
             if b.period.is_zero() || b.limit == 0 {
@@ -139,6 +157,11 @@ impl RateSettings {
         }
     }
 }
+
+/// Longest time a bucket may take to refill its whole burst. `governor` keeps the
+/// bucket in `u64` nanoseconds (584 years) and multiplies the period by the burst
+/// unchecked, so a config like `units_per_second: 1e-12` must be refused up front.
+pub const MAX_REFILL: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
 /// `governor` clock on `tokio::time`, so paused-time tests drive the buckets.
 #[derive(Debug, Clone)]
@@ -155,10 +178,14 @@ impl Clock for TokioClock {
 
 type Bucket = governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
+/// A bucket of validated settings (the rate is positive and refills the burst
+/// within [`MAX_REFILL`]; the clamps only keep this total on any input).
 fn bucket(per_second: f64, burst: NonZeroU32, clock: &TokioClock) -> Bucket {
-    let period = Duration::from_secs_f64(1.0 / per_second).max(Duration::from_nanos(1));
+    let period = Duration::try_from_secs_f64(1.0 / per_second)
+        .unwrap_or(MAX_REFILL)
+        .clamp(Duration::from_nanos(1), MAX_REFILL);
     let quota = Quota::with_period(period)
-        .expect("period is non-zero")
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(burst);
     governor::RateLimiter::direct_with_clock(quota, clock.clone())
 }
@@ -230,8 +257,11 @@ impl RateLimiter {
     }
 
     /// Pauses the key for `d` from now (a `Retry-After`); never shortens a pause.
+    /// `d` comes from a provider's header: it is clamped to
+    /// [`MAX_PROVIDER_PAUSE`](super::time::MAX_PROVIDER_PAUSE).
     pub fn pause_for(&self, d: Duration) {
-        let until = Instant::now() + d;
+        let d = provider_pause(d);
+        let until = from_now(d);
         let mut s = self.lock();
         if s.paused_until.is_none_or(|p| p < until) {
             s.paused_until = Some(until);
@@ -248,7 +278,7 @@ impl RateLimiter {
         if info.remaining == Some(0) {
             let started = self.lock().window_started;
             let reset = started.map_or(self.settings.window, |s| {
-                (s + self.settings.window).saturating_duration_since(Instant::now())
+                after(s, self.settings.window).saturating_duration_since(Instant::now())
             });
             self.pause_for(reset);
         }
@@ -276,12 +306,14 @@ impl RateLimiter {
         }
         for (i, b) in self.settings.budgets.iter().enumerate() {
             let slot = &mut s.budgets[i];
-            if slot.is_some_and(|(start, _)| now >= start + b.period) {
+            if slot.is_some_and(|(start, _)| now >= after(start, b.period)) {
                 *slot = None;
             }
             let used = slot.map_or(0, |(_, u)| u);
-            if used + u64::from(units) > b.limit {
-                let wait = slot.map_or(b.period, |(start, _)| (start + b.period) - now);
+            if used.saturating_add(u64::from(units)) > b.limit {
+                let wait = slot.map_or(b.period, |(start, _)| {
+                    after(start, b.period).saturating_duration_since(now)
+                });
                 let reason = if u64::from(units) > b.limit {
                     DenyReason::TooLarge
                 } else {
@@ -291,22 +323,31 @@ impl RateLimiter {
             }
         }
         if let (Some(bucket), Some(n)) = (&self.units, NonZeroU32::new(units)) {
-            self.take(bucket, n)?;
+            self.take(bucket, n, self.settings.unit_burst)?;
         }
         if let Some(n) = NonZeroU32::new(requests) {
-            self.take(&self.requests, n)?;
+            self.take(&self.requests, n, self.settings.request_burst)?;
         }
         for slot in s.budgets.iter_mut() {
-            slot.get_or_insert((now, 0)).1 += u64::from(units);
+            let used = &mut slot.get_or_insert((now, 0)).1;
+            *used = used.saturating_add(u64::from(units));
         }
         let window = self.settings.window;
-        if s.window_started.is_none_or(|w| now >= w + window) {
+        if s.window_started.is_none_or(|w| now >= after(w, window)) {
             s.window_started = Some(now);
         }
         Ok(())
     }
 
-    fn take(&self, bucket: &Bucket, n: NonZeroU32) -> Result<(), Denied> {
+    fn take(&self, bucket: &Bucket, n: NonZeroU32, burst: NonZeroU32) -> Result<(), Denied> {
+        // `governor` multiplies its period by `n` before comparing with the burst,
+        // unchecked: refuse what can never pass before it can overflow.
+        if n > burst {
+            return Err(Denied {
+                reason: DenyReason::TooLarge,
+                wait: Duration::MAX,
+            });
+        }
         match bucket.check_n(n) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(Denied {
@@ -328,7 +369,7 @@ impl RateLimiter {
         units: u32,
         max_wait: Duration,
     ) -> Result<(), Denied> {
-        let deadline = Instant::now() + max_wait;
+        let deadline = from_now(max_wait);
         loop {
             match self.try_acquire(requests, units) {
                 Ok(()) => return Ok(()),
@@ -524,6 +565,41 @@ mod tests {
             limit: 1,
         }];
         assert_eq!(RateLimiter::try_new("t", s).unwrap_err().len(), 3);
+    }
+
+    /// Regression (issue 8 item 6): a rate so small that its period overflowed
+    /// `Duration::from_secs_f64`, or the bucket's `u64` nanoseconds, panicked in
+    /// `try_new`; it is a config error now.
+    #[test]
+    fn absurdly_slow_rates_are_config_errors() {
+        for rate in [1e-300, 1e-12, f64::MIN_POSITIVE] {
+            let mut s = settings(rate, 1);
+            s.units_per_second = Some(rate);
+            let errors = RateLimiter::try_new("t", s).unwrap_err();
+            assert_eq!(errors.len(), 2, "{rate}: {errors:?}");
+            assert!(matches!(errors[0], RateLimitError::TooSlow { .. }));
+        }
+        // One report a month with a burst of one is slow but fine.
+        assert!(RateLimiter::try_new("t", settings(1.0 / (31.0 * 86_400.0), 1)).is_ok());
+    }
+
+    /// Regression (issue 8 item 6): asking a slow bucket for more tokens than its
+    /// burst overflowed `governor`'s unchecked `period * n` (a panic).
+    #[tokio::test(start_paused = true)]
+    async fn more_than_the_burst_is_refused_without_overflow() {
+        let mut s = RateSettings::ipinsights();
+        s.budgets = vec![Budget {
+            period: Duration::from_secs(3600),
+            limit: u64::MAX,
+        }];
+        let l = RateLimiter::try_new("t", s).unwrap();
+        let denied = l.try_acquire(1, u32::MAX).unwrap_err();
+        assert_eq!(denied.reason, DenyReason::TooLarge);
+        assert!(matches!(
+            l.acquire(1, u32::MAX).await,
+            Err(RateLimitError::ExceedsBurst { .. })
+        ));
+        l.try_acquire(1, 100).unwrap();
     }
 
     proptest! {

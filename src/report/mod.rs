@@ -96,6 +96,9 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
+    /// An audit record could not be serialised.
+    #[error("audit record does not serialise")]
+    AuditRecord(#[source] serde_json::Error),
     /// The API key could not be read.
     #[error("ipinsights api key")]
     Secret(#[from] SecretError),

@@ -206,7 +206,8 @@ impl AuditSink {
 
     /// Writes one record and waits until it is durable (acked or flushed).
     pub async fn write(&self, record: &AuditRecord) -> Result<(), ReportError> {
-        let mut line = serde_json::to_vec(record).expect("audit records serialise");
+        // Rule names and comments come from events: never assume they serialise.
+        let mut line = serde_json::to_vec(record).map_err(ReportError::AuditRecord)?;
         match self {
             AuditSink::Kafka { producer, topic } => {
                 let key = record.ip.to_string();

@@ -6,6 +6,9 @@
 //! a [`ProviderError`]; messages copied from error bodies are shortened and have the
 //! key masked. After each response the rate-limit headers are kept as a
 //! [`RateInfo`], readable with `last_rate_info()`, so the lookup engine can pause.
+//! Bodies are read chunk by chunk up to a cap ([`MAX_BODY_BYTES`], or
+//! [`MAX_DOWNLOAD_BYTES`] for database downloads): a body past it is
+//! [`ProviderError::BodyTooLarge`], never an unbounded allocation.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -16,6 +19,7 @@ use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use super::ProviderError;
+use crate::lookup::time::provider_pause;
 use crate::secret::Secret;
 
 /// User agent sent to every provider.
@@ -23,6 +27,16 @@ pub const USER_AGENT: &str = concat!("ipenrich/", env!("CARGO_PKG_VERSION"));
 
 /// Longest provider message kept in an error (characters).
 const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Largest API response body read. The largest documented answer is an OpenIPApi
+/// Enterprise bulk of 5,000 results of about 1 KB each (openipapi-api.txt "Batch
+/// size limits"), some 5 MB; 16 MiB leaves room and bounds memory per request.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Largest database download read. OpenIPApi lists its MMDB files at a few to
+/// tens of MB (`size_bytes` of `/v1/database/list`); MaxMind's city database is
+/// under 100 MB.
+pub const MAX_DOWNLOAD_BYTES: usize = 512 << 20;
 
 /// Connection settings of one provider client.
 #[derive(Debug, Clone)]
@@ -124,14 +138,19 @@ impl RateInfo {
 }
 
 /// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT` (RFC 9110 10.2.3).
-/// A date in the past means "now": zero.
+/// A date in the past means "now": zero. Any value is clamped to
+/// [`MAX_PROVIDER_PAUSE`](crate::lookup::time::MAX_PROVIDER_PAUSE): a number too large even for `u64` is still "a long
+/// time", not a missing header (which would mean the short default pause).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(provider_pause(Duration::from_secs(secs)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(provider_pause(
+        at.duration_since(now).unwrap_or(Duration::ZERO),
+    ))
 }
 
 /// A response read to the end.
@@ -230,19 +249,53 @@ impl HttpClient {
         Ok(request.header(name, self.key_header(prefix)?))
     }
 
-    /// Sends and reads the whole body; records the rate-limit headers.
+    /// Sends and reads the whole body, up to [`MAX_BODY_BYTES`]; records the
+    /// rate-limit headers.
     pub async fn send(&self, request: RequestBuilder) -> Result<RawResponse, ProviderError> {
-        let response = request.send().await.map_err(|e| self.transport_error(e))?;
+        self.send_limited(request, MAX_BODY_BYTES).await
+    }
+
+    /// As [`HttpClient::send`], reading at most `limit` bytes of body: a longer
+    /// one (announced by `Content-Length` or found while reading) is
+    /// [`ProviderError::BodyTooLarge`], and the connection is dropped unread.
+    pub async fn send_limited(
+        &self,
+        request: RequestBuilder,
+        limit: usize,
+    ) -> Result<RawResponse, ProviderError> {
+        let mut response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status();
         let headers = response.headers().clone();
         let rate = RateInfo::from_headers(&headers);
         if let Ok(mut last) = self.rate.lock() {
             *last = Some(rate);
         }
-        let body = response
-            .bytes()
+        let too_large = || {
+            tracing::debug!(
+                provider = self.provider,
+                status = status.as_u16(),
+                limit,
+                "provider body over the cap"
+            );
+            ProviderError::BodyTooLarge { limit }
+        };
+        let announced = response.content_length().unwrap_or(0);
+        if announced > limit as u64 {
+            return Err(too_large());
+        }
+        // `announced <= limit`, a usize: the cast cannot truncate.
+        let mut body = Vec::with_capacity(announced as usize);
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| self.transport_error(e))?
+        {
+            if chunk.len() > limit - body.len() {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let body = Bytes::from(body);
         tracing::trace!(
             provider = self.provider,
             status = status.as_u16(),
@@ -411,6 +464,7 @@ pub(crate) fn fraction_to_score(value: f64) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lookup::time::MAX_PROVIDER_PAUSE;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -462,6 +516,22 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+        // Regression (issue 8 item 6): 2^63 s parsed as is and later panicked the
+        // engine at `Instant + Duration`; more digits than u64 holds gave `None`,
+        // i.e. the short default pause for a provider asking for a very long one.
+        for absurd in [
+            "9223372036854775808",
+            "18446744073709551615",
+            "99999999999999999999999999",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(
+                parse_retry_after(absurd, now),
+                Some(MAX_PROVIDER_PAUSE),
+                "{absurd}"
+            );
+        }
         let info = RateInfo::from_headers_at(&headers(&[("Retry-After", "7")]), now);
         assert_eq!(info.retry_after, Some(Duration::from_secs(7)));
     }

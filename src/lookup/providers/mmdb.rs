@@ -335,7 +335,10 @@ impl MmdbProvider {
     pub fn spawn_reloader(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let provider: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            // `every` comes from the config; tokio's interval adds it to an instant
+            // unchecked, so a year stands in for anything longer.
+            let every = every.min(Duration::from_secs(365 * 24 * 3600));
+            let mut ticks = tokio::time::interval_at(crate::lookup::time::from_now(every), every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;

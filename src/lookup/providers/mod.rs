@@ -153,6 +153,10 @@ pub enum ProviderError {
     /// The body did not have the documented shape.
     #[error("undecodable response body: {reason}")]
     Decode { reason: String },
+    /// The body ran past the client's cap (`http::MAX_BODY_BYTES`); the rest was
+    /// not read. A provider streaming without end is broken, not busy.
+    #[error("response body larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
 }
 
 /// `Some(30s)` -> `30s`, `None` -> `an unknown pause`, for messages.
@@ -174,6 +178,23 @@ impl ProviderError {
                 | Self::Timeout
                 | Self::Connect { .. }
                 | Self::Transport { .. }
+        )
+    }
+
+    /// True when the provider refused the key itself (401, 403, a plan that lacks
+    /// the feature): no retry helps until someone fixes the key or the plan, so
+    /// this is fatal for a pipeline that would otherwise wait for an answer.
+    /// A 401/403 that a client maps to no dedicated variant counts too.
+    pub fn is_key_rejected(&self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorized { .. }
+                | Self::Forbidden { .. }
+                | Self::PlanRequired { .. }
+                | Self::UnexpectedStatus {
+                    status: 401 | 403,
+                    ..
+                }
         )
     }
 

@@ -347,7 +347,10 @@ impl OpenIpApiClient {
             request = request.header(IF_NONE_MATCH, etag);
         }
         let request = self.http.with_key_header(request, API_KEY, "")?;
-        let response = self.http.send(request).await?;
+        let response = self
+            .http
+            .send_limited(request, super::http::MAX_DOWNLOAD_BYTES)
+            .await?;
         if response.status == StatusCode::NOT_MODIFIED {
             return Ok(Download::NotModified);
         }
