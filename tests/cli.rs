@@ -334,3 +334,38 @@ fn missing_api_key_fails_at_start_naming_the_provider() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "run refuses to start");
 }
+
+const LEAKED: &str = "sk-live-9d7c1e55aa30";
+
+/// Issue 8 item 11: `api_key: ${VAR}` (a natural guess) put the key into the YAML
+/// text, and the error quoted it: "unknown variant `<the key>`".
+#[test]
+fn an_inline_api_key_is_refused_without_being_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "k.yaml",
+        "pipelines:\n  - name: k\n    source:\n      stdin: {}\n    extract:\n      scan_all_strings: true\n    providers:\n      - ipinsights:\n          api_key: ${IPENRICH_TEST_INLINE_KEY}\n    sink:\n      stdout: {}\n",
+    );
+    for command in ["check", "run", "enrich"] {
+        let out = Command::new(bin())
+            .args([command, "--config"])
+            .arg(&path)
+            .env("IPENRICH_TEST_INLINE_KEY", LEAKED)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("sk-live"), "{command}: {all}");
+        assert!(
+            all.contains(":9: key `pipelines[0].providers[0].ipinsights.api_key`")
+                && all.contains("inline keys are not accepted"),
+            "{command}: {all}"
+        );
+    }
+}
