@@ -369,3 +369,36 @@ fn an_inline_api_key_is_refused_without_being_printed() {
         );
     }
 }
+
+/// Issue 8 item 12: a database whose metadata `description` is an empty map (what
+/// Python's `mmdb-writer` writes by default) was refused.
+#[test]
+fn lookup_reads_an_mmdb_with_an_empty_description() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("plain.mmdb");
+    let mut writer = ipenrich::simulate::mmdb_writer::asn_db_from_csv(
+        "network,asn,organization,country\n8.8.8.0/24,15169,Google LLC,US\n",
+    )
+    .unwrap();
+    writer.clear_description();
+    writer.write_to(&db).unwrap();
+    let path = write_config(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "pipelines:\n  - name: p\n    source:\n      stdin: {{}}\n    extract:\n      scan_all_strings: true\n    providers:\n      - mmdb:\n          path: {}\n    sink:\n      stdout: {{}}\n",
+            db.display()
+        ),
+    );
+    let out = Command::new(bin())
+        .args(["lookup", "8.8.8.8", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines(&out.stdout)[0]["asn"]["number"], 15169);
+}
