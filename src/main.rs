@@ -1,4 +1,6 @@
 //! The `ipenrich` command line: parse arguments, load config, start telemetry, run.
+//!
+//! Errors are printed with their whole cause chain.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,7 +16,7 @@ use ipenrich::config::{self, Config, PipelineConfig, SinkConfig, SourceConfig};
 use ipenrich::http::Readiness;
 use ipenrich::metrics::Metrics;
 use ipenrich::pipeline;
-use ipenrich::telemetry::{self, LogFormat};
+use ipenrich::telemetry::{self, error_chain, LogFormat};
 
 /// mimalloc: per-thread free lists. glibc's malloc serialises the producer, consumer
 /// and worker threads on its arena locks (seen in perf as futex wake-ups).
@@ -315,7 +317,7 @@ fn check(path: &Path) -> Result<ExitCode> {
     let config = match config::load_file(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", error_chain(&e));
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -558,6 +560,7 @@ async fn run_pipelines(config: Config, until_signal: bool) -> Result<ExitCode> {
                 match joined {
                     Ok((name, Ok(summary))) => info!(pipeline = %name, events_in = summary.events_in, events_out = summary.events_out, dead_letters = summary.dead_letters, timed_out = summary.timed_out, "pipeline finished"),
                     Ok((name, Err(e))) => {
+                        let e = error_chain(&e);
                         error!(pipeline = %name, error = %e, "pipeline failed");
                         eprintln!("ipenrich: {e}");
                         failed = true;

@@ -402,3 +402,65 @@ fn lookup_reads_an_mmdb_with_an_empty_description() {
     );
     assert_eq!(lines(&out.stdout)[0]["asn"]["number"], 15169);
 }
+
+/// Issue 8 item 12: CLI errors lost their `#[source]`: "cannot stat mmdb file X"
+/// without "No such file or directory".
+#[test]
+fn a_missing_mmdb_file_is_reported_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.mmdb");
+    let path = write_config(
+        dir.path(),
+        "m.yaml",
+        &format!(
+            "pipelines:\n  - name: m\n    source:\n      stdin: {{}}\n    extract:\n      scan_all_strings: true\n    providers:\n      - mmdb:\n          path: {}\n    sink:\n      stdout: {{}}\n",
+            missing.display()
+        ),
+    );
+    let cause = "No such file or directory";
+    for args in [
+        vec!["check", "--config"],
+        vec!["enrich", "--config"],
+        vec!["lookup", "8.8.8.8", "--config"],
+    ] {
+        let out = Command::new(bin())
+            .args(&args)
+            .arg(&path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("cannot stat mmdb file {}", missing.display()))
+                && err.contains(cause),
+            "{args:?}: {err}"
+        );
+    }
+    // So does a missing config (its message no longer repeats the cause itself).
+    for command in ["check", "run"] {
+        let out = Command::new(bin())
+            .args([command, "--config"])
+            .arg(dir.path().join("nope.yaml"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.matches(cause).count(),
+            1,
+            "{command}: the cause once: {err}"
+        );
+    }
+    // A file that is there but is no database says why, too.
+    std::fs::write(&missing, b"not a database").unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot load mmdb file") && err.contains("metadata"),
+        "{err}"
+    );
+}

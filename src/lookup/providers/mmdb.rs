@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 use super::{Answer, Provider, ProviderError, ProviderFuture};
 use crate::lookup::record::{AsnInfo, GeoInfo, IntelRecord};
 use crate::simulate::mmdb_writer::{encode_metadata, METADATA_MARKER};
+use crate::telemetry::error_chain;
 
 /// Addresses per [`Provider::lookup`] call. A lookup costs about a microsecond, so
 /// this keeps one poll of the batch future near the ~500 µs budget (STYLE.md).
@@ -399,18 +400,6 @@ impl MmdbProvider {
             }
         })
     }
-}
-
-/// `error: source: source` on one line, for logs.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 impl Provider for MmdbProvider {
