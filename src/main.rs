@@ -16,6 +16,7 @@ use ipenrich::config::{self, Config, PipelineConfig, SinkConfig, SourceConfig};
 use ipenrich::http::Readiness;
 use ipenrich::metrics::Metrics;
 use ipenrich::pipeline;
+use ipenrich::secret::redact_url;
 use ipenrich::telemetry::{self, error_chain, LogFormat};
 
 /// mimalloc: per-thread free lists. glibc's malloc serialises the producer, consumer
@@ -382,14 +383,15 @@ fn check(path: &Path) -> Result<ExitCode> {
         );
         let rules: Vec<&str> = r.rules.iter().map(|rule| rule.name.as_str()).collect();
         println!("  rules: [{}]", rules.join(", "));
-        println!(
-            "  mode: {}",
-            if r.dry_run {
-                "dry-run (nothing is sent)"
-            } else {
-                "sending to ipinsights"
+        let mode = if r.dry_run {
+            "dry-run (nothing is sent)".to_string()
+        } else {
+            match &r.ipinsights {
+                Some(i) => format!("sending to ipinsights at {}", redact_url(&i.base_url)),
+                None => "sending to ipinsights".to_string(),
             }
-        );
+        };
+        println!("  mode: {mode}");
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -398,9 +400,13 @@ fn check(path: &Path) -> Result<ExitCode> {
     })
 }
 
+/// One provider for `check`; a base URL is printed without userinfo or query values.
 fn describe_provider(p: &config::ProviderConfig) -> String {
     use config::ProviderConfig as P;
-    let url = |u: &Option<String>| u.clone().unwrap_or_else(|| "(production)".into());
+    let url = |u: &Option<String>| {
+        u.as_deref()
+            .map_or_else(|| "(production)".into(), redact_url)
+    };
     match p {
         P::Mmdb(m) => format!(
             "mmdb {} (reload every {:?})",

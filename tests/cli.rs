@@ -464,3 +464,34 @@ fn a_missing_mmdb_file_is_reported_with_its_cause() {
         "{err}"
     );
 }
+
+/// Issue 8 item 11: `check` printed a `base_url` holding credentials, or an
+/// `?apiKey=` query, as it was.
+#[test]
+fn check_prints_base_urls_without_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "u.yaml",
+        "pipelines:\n  - name: u\n    source:\n      stdin: {}\n    extract:\n      scan_all_strings: true\n    providers:\n      - ipinsights:\n          base_url: https://admin:hunter2@127.0.0.1:9/ipinsights\n          api_key: {env: IPENRICH_TEST_URL_KEY}\n      - ipgeolocation:\n          base_url: https://127.0.0.1:9/ipgeo?apiKey=topsecret&x=1\n          api_key: {env: IPENRICH_TEST_URL_KEY}\n    sink:\n      stdout: {}\n",
+    );
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("IPENRICH_TEST_URL_KEY", LEAKED)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for secret in ["hunter2", "admin", "topsecret", "sk-live"] {
+        assert!(!all.contains(secret), "{secret}: {all}");
+    }
+    assert!(
+        stdout.contains("ipinsights https://***@127.0.0.1:9/ipinsights"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ipgeolocation https://127.0.0.1:9/ipgeo?apiKey=***&x=***"),
+        "{stdout}"
+    );
+}
