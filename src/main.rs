@@ -1,7 +1,12 @@
 //! The `ipenrich` command line: parse arguments, load config, start telemetry, run.
 //!
-//! Errors are printed with their whole cause chain.
+//! Errors are printed with their whole cause chain. Standard output may be closed
+//! early by its reader (`ipenrich check | head -1`): printing then stops quietly
+//! ([`Stdout`]) instead of panicking as `println!` does, and `enrich` ends with
+//! exit 0 when its stdout sink finds the pipe closed.
 
+use std::fmt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -120,6 +125,37 @@ enum MmdbCommand {
     },
 }
 
+/// Standard output for the commands that print (`check`, `lookup`, `simulate`).
+/// When the reader goes away (EPIPE), later lines are dropped and the command ends
+/// as it would have; other write errors are returned.
+#[derive(Default)]
+struct Stdout {
+    closed: bool,
+}
+
+impl Stdout {
+    /// Writes one line and flushes it.
+    fn line(&mut self, line: fmt::Arguments<'_>) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        match writeln!(out, "{line}").and_then(|()| out.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+        }
+    }
+
+    /// Whether the reader has gone away.
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
@@ -189,6 +225,8 @@ async fn simulate(listen: std::net::SocketAddr, config: Option<&Path>) -> Result
         None => ipenrich::simulate::SimConfig::default(),
     };
     let handle = ipenrich::simulate::start(config, listen).await?;
+    // The simulator keeps serving when nobody reads these lines.
+    let mut out = Stdout::default();
     for p in [
         "ipinsights",
         "openipapi",
@@ -196,13 +234,13 @@ async fn simulate(listen: std::net::SocketAddr, config: Option<&Path>) -> Result
         "ipgeolocation",
         "cloudflare",
     ] {
-        println!("{p:<14} {}", handle.base_url(p));
+        out.line(format_args!("{p:<14} {}", handle.base_url(p)))?;
     }
-    println!(
+    out.line(format_args!(
         "{:<14} http://{}/_sim/accounting",
         "accounting",
         handle.addr()
-    );
+    ))?;
     termination().await;
     handle.shutdown().await;
     Ok(ExitCode::SUCCESS)
@@ -229,13 +267,18 @@ async fn lookup(
         }
     };
     let mut failed = false;
+    let mut out = Stdout::default();
     if matches!(format, LookupFormat::Table) {
-        println!(
+        out.line(format_args!(
             "{:<40} {:<14} {:<8} {:>8}  {:<32} {:<3} {:>6}",
             "ip", "class", "status", "asn", "org", "cc", "threat"
-        );
+        ))?;
     }
     for text in ips {
+        // Nobody reads the answers any more: spend no more provider quota.
+        if out.is_closed() {
+            break;
+        }
         let Ok(ip) = text.parse::<std::net::IpAddr>() else {
             eprintln!("ipenrich: {text:?} is not an IP address");
             failed = true;
@@ -264,7 +307,7 @@ async fn lookup(
                         line["threat"] = serde_json::to_value(t)?;
                     }
                 }
-                println!("{line}");
+                out.line(format_args!("{line}"))?;
             }
             LookupFormat::Table => {
                 let asn = resolved.as_ref().and_then(|r| r.record.asn.as_ref());
@@ -272,7 +315,7 @@ async fn lookup(
                     .as_ref()
                     .and_then(|r| r.record.threat.as_ref())
                     .and_then(|t| t.score);
-                println!(
+                out.line(format_args!(
                     "{:<40} {:<14} {:<8} {:>8}  {:<32} {:<3} {:>6}",
                     ip.to_string(),
                     class.as_str(),
@@ -286,7 +329,7 @@ async fn lookup(
                         .collect::<String>(),
                     asn.and_then(|a| a.country.as_deref()).unwrap_or("-"),
                     threat.map_or("-".to_string(), |s| s.to_string()),
-                );
+                ))?;
             }
         }
     }
@@ -323,13 +366,16 @@ fn check(path: &Path) -> Result<ExitCode> {
         }
     };
     let mut ok = true;
+    // A closed pipe stops the printing, not the checking: the exit code still says
+    // whether the config is valid.
+    let mut out = Stdout::default();
     let shared = ipenrich::lookup::build::SharedProviders::new(prometheus::Registry::new());
     if let Some(http) = &config.http {
-        println!("http: listen {}", http.listen);
+        out.line(format_args!("http: listen {}", http.listen))?;
     }
     for p in &config.pipelines {
-        println!("pipeline {}:", p.name);
-        println!("  source: {}", describe_source(&p.source));
+        out.line(format_args!("pipeline {}:", p.name))?;
+        out.line(format_args!("  source: {}", describe_source(&p.source)))?;
         let fields: Vec<String> = p
             .extract
             .fields
@@ -345,44 +391,50 @@ fn check(path: &Path) -> Result<ExitCode> {
                 )
             })
             .collect();
-        println!(
+        out.line(format_args!(
             "  extract: fields [{}], text [{}], scan_all_strings {}, max {} per event",
             fields.join(", "),
             p.extract.text.join(", "),
             p.extract.scan_all_strings,
             p.limits.max_ips_per_event
-        );
+        ))?;
         for (i, provider) in p.providers.iter().enumerate() {
             match ipenrich::lookup::build::member(i, provider, &shared) {
-                Ok(_) => println!("  provider: {}", describe_provider(provider)),
+                Ok(_) => out.line(format_args!("  provider: {}", describe_provider(provider)))?,
                 Err(e) => {
                     ok = false;
-                    println!("  provider: {}: ERROR {e}", describe_provider(provider));
+                    out.line(format_args!(
+                        "  provider: {}: ERROR {e}",
+                        describe_provider(provider)
+                    ))?;
                     eprintln!("{}: pipeline {}: {e}", path.display(), p.name);
                 }
             }
         }
-        println!("  output: {:?} into `{}`", p.output.format, p.output.field);
-        println!("  sink: {}", describe_sink(&p.sink));
+        out.line(format_args!(
+            "  output: {:?} into `{}`",
+            p.output.format, p.output.field
+        ))?;
+        out.line(format_args!("  sink: {}", describe_sink(&p.sink)))?;
         match &p.dead_letter {
             Some(config::DeadLetterConfig::Kafka(d)) => {
-                println!("  dead_letter: kafka topic {}", d.topic)
+                out.line(format_args!("  dead_letter: kafka topic {}", d.topic))?
             }
             Some(config::DeadLetterConfig::File(f)) => {
-                println!("  dead_letter: file {}", f.path.display())
+                out.line(format_args!("  dead_letter: file {}", f.path.display()))?
             }
-            None => println!("  dead_letter: stderr"),
+            None => out.line(format_args!("  dead_letter: stderr"))?,
         }
     }
     for r in &config.reporters {
-        println!("reporter {}:", r.name);
-        println!(
+        out.line(format_args!("reporter {}:", r.name))?;
+        out.line(format_args!(
             "  reads: [{}] -> signals {}",
             r.topics.join(", "),
             r.signals_topic
-        );
+        ))?;
         let rules: Vec<&str> = r.rules.iter().map(|rule| rule.name.as_str()).collect();
-        println!("  rules: [{}]", rules.join(", "));
+        out.line(format_args!("  rules: [{}]", rules.join(", ")))?;
         let mode = if r.dry_run {
             "dry-run (nothing is sent)".to_string()
         } else {
@@ -391,7 +443,7 @@ fn check(path: &Path) -> Result<ExitCode> {
                 None => "sending to ipinsights".to_string(),
             }
         };
-        println!("  mode: {mode}");
+        out.line(format_args!("  mode: {mode}"))?;
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -565,6 +617,11 @@ async fn run_pipelines(config: Config, until_signal: bool) -> Result<ExitCode> {
                 };
                 match joined {
                     Ok((name, Ok(summary))) => info!(pipeline = %name, events_in = summary.events_in, events_out = summary.events_out, dead_letters = summary.dead_letters, timed_out = summary.timed_out, "pipeline finished"),
+                    // `ipenrich enrich ... | head -1`: the reader has all it wanted.
+                    Ok((name, Err(e))) if !until_signal && is_broken_pipe(&e) => {
+                        info!(pipeline = %name, "output closed by its reader");
+                        let _ = stop_tx.send(true);
+                    }
                     Ok((name, Err(e))) => {
                         let e = error_chain(&e);
                         error!(pipeline = %name, error = %e, "pipeline failed");
@@ -606,6 +663,14 @@ async fn run_pipelines(config: Config, until_signal: bool) -> Result<ExitCode> {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// Whether an error was caused by writing to a pipe whose reader has gone away.
+fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
 

@@ -495,3 +495,67 @@ fn check_prints_base_urls_without_credentials() {
         "{stdout}"
     );
 }
+
+/// Runs `ipenrich <args>` with its standard output closed before it writes a byte,
+/// as `ipenrich check ... | head -0` does. Returns the exit code and stderr.
+fn with_stdout_closed(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The child holds only the write end: from here on every write to it is EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 8 item 10c: `ipenrich check ... | head -1` panicked in `println!` on the
+/// closed pipe (exit 101, "failed printing to stdout" and a backtrace on stderr);
+/// `enrich` failed with "ipenrich: ... Broken pipe" and exit 1.
+#[test]
+fn a_closed_stdout_ends_check_and_lookup_quietly() {
+    for args in [
+        &["check", "--config", "pipelines/demo.yaml"][..],
+        &["lookup", "8.8.8.8", "10.0.0.1"][..],
+        &["lookup", "8.8.8.8", "--format", "table"][..],
+        &[
+            "lookup",
+            "8.8.8.8",
+            "--config",
+            "pipelines/demo.yaml",
+            "--format",
+            "table",
+        ][..],
+        &["enrich", "--config", "pipelines/demo.yaml"][..],
+    ] {
+        let (code, stderr) = with_stdout_closed(args);
+        // Log lines start with a timestamp; an error printed by `main` with this.
+        let error_printed = stderr.lines().any(|l| l.starts_with("ipenrich: "));
+        assert!(
+            !stderr.contains("panicked") && !error_printed,
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+    }
+    // The exit code still tells whether the config is valid.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.mmdb");
+    let path = write_config(
+        dir.path(),
+        "m.yaml",
+        &format!(
+            "pipelines:\n  - name: m\n    source:\n      stdin: {{}}\n    extract:\n      scan_all_strings: true\n    providers:\n      - mmdb:\n          path: {}\n    sink:\n      stdout: {{}}\n",
+            missing.display()
+        ),
+    );
+    let (code, stderr) = with_stdout_closed(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(code, Some(1), "{stderr}");
+}
