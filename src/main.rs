@@ -2,7 +2,7 @@
 //!
 //! Errors are printed with their whole cause chain. Standard output may be closed
 //! early by its reader (`ipenrich check | head -1`): printing then stops quietly
-//! ([`Stdout`]) instead of panicking as `println!` does, and `enrich` ends with
+//! (`Stdout`) instead of panicking as `println!` does, and `enrich` ends with
 //! exit 0 when its stdout sink finds the pipe closed.
 
 use std::fmt;

@@ -6,7 +6,7 @@
 //! [`Answer::NoData`]. The file is read whole into memory (no mmap: the crate forbids
 //! `unsafe`) and checked with the reader's full verifier before it is used, both at
 //! [`MmdbProvider::open`] and on reload (less its two metadata checks that go beyond
-//! the format, see [`verify`]). A reload swaps the database atomically; a
+//! the format, see `verify`). A reload swaps the database atomically; a
 //! broken replacement is refused and the old database keeps answering. Strings are
 //! interned per loaded database, so a cache of a million records shares the few
 //! thousand distinct organisation and place names.
