@@ -1,5 +1,12 @@
 //! The `ipenrich` command line: parse arguments, load config, start telemetry, run.
+//!
+//! Errors are printed with their whole cause chain. Standard output may be closed
+//! early by its reader (`ipenrich check | head -1`): printing then stops quietly
+//! (`Stdout`) instead of panicking as `println!` does, and `enrich` ends with
+//! exit 0 when its stdout sink finds the pipe closed.
 
+use std::fmt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -8,7 +15,8 @@ use clap::{Parser, Subcommand};
 
 use ipenrich::config::{self, Config, PipelineConfig, SinkConfig, SourceConfig};
 use ipenrich::pipeline;
-use ipenrich::telemetry::{self, LogFormat};
+use ipenrich::secret::redact_url;
+use ipenrich::telemetry::{self, error_chain, LogFormat};
 
 /// mimalloc: per-thread free lists. glibc's malloc serialises the producer, consumer
 /// and worker threads on its arena locks (seen in perf as futex wake-ups).
@@ -111,6 +119,37 @@ enum MmdbCommand {
     },
 }
 
+/// Standard output for the commands that print (`check`, `lookup`, `simulate`).
+/// When the reader goes away (EPIPE), later lines are dropped and the command ends
+/// as it would have; other write errors are returned.
+#[derive(Default)]
+struct Stdout {
+    closed: bool,
+}
+
+impl Stdout {
+    /// Writes one line and flushes it.
+    fn line(&mut self, line: fmt::Arguments<'_>) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        match writeln!(out, "{line}").and_then(|()| out.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+        }
+    }
+
+    /// Whether the reader has gone away.
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
@@ -183,6 +222,8 @@ async fn simulate(listen: std::net::SocketAddr, config: Option<&Path>) -> Result
         None => ipenrich::simulate::SimConfig::default(),
     };
     let handle = ipenrich::simulate::start(config, listen).await?;
+    // The simulator keeps serving when nobody reads these lines.
+    let mut out = Stdout::default();
     for p in [
         "ipinsights",
         "openipapi",
@@ -190,13 +231,13 @@ async fn simulate(listen: std::net::SocketAddr, config: Option<&Path>) -> Result
         "ipgeolocation",
         "cloudflare",
     ] {
-        println!("{p:<14} {}", handle.base_url(p));
+        out.line(format_args!("{p:<14} {}", handle.base_url(p)))?;
     }
-    println!(
+    out.line(format_args!(
         "{:<14} http://{}/_sim/accounting",
         "accounting",
         handle.addr()
-    );
+    ))?;
     termination().await;
     handle.shutdown().await;
     Ok(ExitCode::SUCCESS)
@@ -223,13 +264,18 @@ async fn lookup(
         }
     };
     let mut failed = false;
+    let mut out = Stdout::default();
     if matches!(format, LookupFormat::Table) {
-        println!(
+        out.line(format_args!(
             "{:<40} {:<14} {:<8} {:>8}  {:<32} {:<3} {:>6}",
             "ip", "class", "status", "asn", "org", "cc", "threat"
-        );
+        ))?;
     }
     for text in ips {
+        // Nobody reads the answers any more: spend no more provider quota.
+        if out.is_closed() {
+            break;
+        }
         let Ok(ip) = text.parse::<std::net::IpAddr>() else {
             eprintln!("ipenrich: {text:?} is not an IP address");
             failed = true;
@@ -258,7 +304,7 @@ async fn lookup(
                         line["threat"] = serde_json::to_value(t)?;
                     }
                 }
-                println!("{line}");
+                out.line(format_args!("{line}"))?;
             }
             LookupFormat::Table => {
                 let asn = resolved.as_ref().and_then(|r| r.record.asn.as_ref());
@@ -266,7 +312,7 @@ async fn lookup(
                     .as_ref()
                     .and_then(|r| r.record.threat.as_ref())
                     .and_then(|t| t.score);
-                println!(
+                out.line(format_args!(
                     "{:<40} {:<14} {:<8} {:>8}  {:<32} {:<3} {:>6}",
                     ip.to_string(),
                     class.as_str(),
@@ -280,7 +326,7 @@ async fn lookup(
                         .collect::<String>(),
                     asn.and_then(|a| a.country.as_deref()).unwrap_or("-"),
                     threat.map_or("-".to_string(), |s| s.to_string()),
-                );
+                ))?;
             }
         }
     }
@@ -312,18 +358,21 @@ fn check(path: &Path) -> Result<ExitCode> {
     let config = match config::load_file(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", error_chain(&e));
             return Ok(ExitCode::FAILURE);
         }
     };
     let mut ok = true;
+    // A closed pipe stops the printing, not the checking: the exit code still says
+    // whether the config is valid.
+    let mut out = Stdout::default();
     let shared = ipenrich::lookup::build::SharedProviders::new(prometheus::Registry::new());
     if let Some(http) = &config.http {
-        println!("http: listen {}", http.listen);
+        out.line(format_args!("http: listen {}", http.listen))?;
     }
     for p in &config.pipelines {
-        println!("pipeline {}:", p.name);
-        println!("  source: {}", describe_source(&p.source));
+        out.line(format_args!("pipeline {}:", p.name))?;
+        out.line(format_args!("  source: {}", describe_source(&p.source)))?;
         let fields: Vec<String> = p
             .extract
             .fields
@@ -339,52 +388,59 @@ fn check(path: &Path) -> Result<ExitCode> {
                 )
             })
             .collect();
-        println!(
+        out.line(format_args!(
             "  extract: fields [{}], text [{}], scan_all_strings {}, max {} per event",
             fields.join(", "),
             p.extract.text.join(", "),
             p.extract.scan_all_strings,
             p.limits.max_ips_per_event
-        );
+        ))?;
         for (i, provider) in p.providers.iter().enumerate() {
             match ipenrich::lookup::build::member(i, provider, &shared) {
-                Ok(_) => println!("  provider: {}", describe_provider(provider)),
+                Ok(_) => out.line(format_args!("  provider: {}", describe_provider(provider)))?,
                 Err(e) => {
                     ok = false;
-                    println!("  provider: {}: ERROR {e}", describe_provider(provider));
+                    out.line(format_args!(
+                        "  provider: {}: ERROR {e}",
+                        describe_provider(provider)
+                    ))?;
                     eprintln!("{}: pipeline {}: {e}", path.display(), p.name);
                 }
             }
         }
-        println!("  output: {:?} into `{}`", p.output.format, p.output.field);
-        println!("  sink: {}", describe_sink(&p.sink));
+        out.line(format_args!(
+            "  output: {:?} into `{}`",
+            p.output.format, p.output.field
+        ))?;
+        out.line(format_args!("  sink: {}", describe_sink(&p.sink)))?;
         match &p.dead_letter {
             Some(config::DeadLetterConfig::Kafka(d)) => {
-                println!("  dead_letter: kafka topic {}", d.topic)
+                out.line(format_args!("  dead_letter: kafka topic {}", d.topic))?
             }
             Some(config::DeadLetterConfig::File(f)) => {
-                println!("  dead_letter: file {}", f.path.display())
+                out.line(format_args!("  dead_letter: file {}", f.path.display()))?
             }
-            None => println!("  dead_letter: stderr"),
+            None => out.line(format_args!("  dead_letter: stderr"))?,
         }
     }
     for r in &config.reporters {
-        println!("reporter {}:", r.name);
-        println!(
+        out.line(format_args!("reporter {}:", r.name))?;
+        out.line(format_args!(
             "  reads: [{}] -> signals {}",
             r.topics.join(", "),
             r.signals_topic
-        );
+        ))?;
         let rules: Vec<&str> = r.rules.iter().map(|rule| rule.name.as_str()).collect();
-        println!("  rules: [{}]", rules.join(", "));
-        println!(
-            "  mode: {}",
-            if r.dry_run {
-                "dry-run (nothing is sent)"
-            } else {
-                "sending to ipinsights"
+        out.line(format_args!("  rules: [{}]", rules.join(", ")))?;
+        let mode = if r.dry_run {
+            "dry-run (nothing is sent)".to_string()
+        } else {
+            match &r.ipinsights {
+                Some(i) => format!("sending to ipinsights at {}", redact_url(&i.base_url)),
+                None => "sending to ipinsights".to_string(),
             }
-        );
+        };
+        out.line(format_args!("  mode: {mode}"))?;
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -393,9 +449,13 @@ fn check(path: &Path) -> Result<ExitCode> {
     })
 }
 
+/// One provider for `check`; a base URL is printed without userinfo or query values.
 fn describe_provider(p: &config::ProviderConfig) -> String {
     use config::ProviderConfig as P;
-    let url = |u: &Option<String>| u.clone().unwrap_or_else(|| "(production)".into());
+    let url = |u: &Option<String>| {
+        u.as_deref()
+            .map_or_else(|| "(production)".into(), redact_url)
+    };
     match p {
         P::Mmdb(m) => format!(
             "mmdb {} (reload every {:?})",
@@ -465,10 +525,14 @@ async fn run_pipelines(config: Config, until_signal: bool) -> Result<ExitCode> {
             std::future::pending().await
         }
     };
-    Ok(match ipenrich::supervisor::run(config, stop).await? {
-        ipenrich::supervisor::Verdict::Clean => ExitCode::SUCCESS,
-        ipenrich::supervisor::Verdict::Failed => ExitCode::FAILURE,
-    })
+    // `ipenrich enrich ... | head -1`: a reader that has all it wanted is no failure.
+    let closed_output_is_clean = !until_signal;
+    Ok(
+        match ipenrich::supervisor::run(config, stop, closed_output_is_clean).await? {
+            ipenrich::supervisor::Verdict::Clean => ExitCode::SUCCESS,
+            ipenrich::supervisor::Verdict::Failed => ExitCode::FAILURE,
+        },
+    )
 }
 
 async fn enrich(

@@ -104,10 +104,84 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A URL fit to print: userinfo becomes `***@`, every query value and the fragment
+/// become `***` (`https://***@host/path?apiKey=***`). Works on the text as written,
+/// so a URL that does not parse is redacted too.
+pub fn redact_url(url: &str) -> String {
+    let (url, fragment) = match url.split_once('#') {
+        Some((url, _)) => (url, Some("***")),
+        None => (url, None),
+    };
+    let (url, query) = match url.split_once('?') {
+        Some((url, query)) => (url, Some(query)),
+        None => (url, None),
+    };
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let mut out = String::with_capacity(url.len() + 8);
+    out.push_str(scheme);
+    match authority.rfind('@') {
+        Some(at) => {
+            out.push_str("***@");
+            out.push_str(&authority[at + 1..]);
+        }
+        None => out.push_str(authority),
+    }
+    out.push_str(path);
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) => format!("{name}=***"),
+                // A bare `?token`: the whole pair may be the secret.
+                None if pair.is_empty() => String::new(),
+                None => "***".to_string(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// Issue 8 item 11: `check` printed a `base_url` with credentials as it was.
+    #[test]
+    fn redact_url_hides_userinfo_query_values_and_fragment() {
+        let cases = [
+            ("https://ipinsights.io", "https://ipinsights.io"),
+            (
+                "http://127.0.0.1:8600/ipinsights/",
+                "http://127.0.0.1:8600/ipinsights/",
+            ),
+            ("https://user:pass@host/api", "https://***@host/api"),
+            ("https://token@host", "https://***@host"),
+            ("https://u:p@ss@host/x@y", "https://***@host/x@y"),
+            (
+                "https://api.ipgeolocation.io/ipgeo?apiKey=k3y&fields=asn",
+                "https://api.ipgeolocation.io/ipgeo?apiKey=***&fields=***",
+            ),
+            ("https://host/p?k3y", "https://host/p?***"),
+            ("https://host/p#frag", "https://host/p#***"),
+            ("user:pass@host:80?x=1", "***@host:80?x=***"),
+            ("", ""),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
 
     const KEY: &str = "k3y-abcdefgh-123456";
 

@@ -20,6 +20,7 @@ use crate::http::Readiness;
 use crate::lookup::build::SharedProviders;
 use crate::metrics::Metrics;
 use crate::pipeline;
+use crate::telemetry::error_chain;
 
 /// Time beyond the longest `shutdown_timeout` for final commits and clean-up.
 pub const SHUTDOWN_SLACK: Duration = Duration::from_secs(8);
@@ -51,7 +52,13 @@ pub enum Verdict {
 }
 
 /// Runs every pipeline and reporter until they end, or until `stop` completes.
-pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<Verdict, StartError> {
+/// With `closed_output_is_clean` (one-shot `enrich`), a pipeline whose stdout reader
+/// went away (`| head -1`) ends cleanly instead of failing.
+pub async fn run(
+    config: Config,
+    stop: impl Future<Output = ()>,
+    closed_output_is_clean: bool,
+) -> Result<Verdict, StartError> {
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
     readiness.expect(config.pipelines.len());
@@ -130,6 +137,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<Verdi
                 };
                 match joined {
                     Ok((name, Ok(summary))) => info!(pipeline = %name, events_in = summary.events_in, events_out = summary.events_out, dead_letters = summary.dead_letters, timed_out = summary.timed_out, "pipeline finished"),
+                    Ok((name, Err(e))) if closed_output_is_clean && is_broken_pipe(&e) => {
+                        info!(pipeline = %name, "output closed by its reader");
+                        let _ = stop_tx.send(true);
+                    }
                     Ok((name, Err(e))) => {
                         let chain = error_chain(&e);
                         error!(pipeline = %name, error = %chain, "pipeline failed");
@@ -225,17 +236,10 @@ fn start_reporters(
     Ok(reporters)
 }
 
-/// An error and every cause below it, `: `-separated.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
+/// Whether an error was caused by writing to a pipe whose reader has gone away.
+fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -334,3 +334,228 @@ fn missing_api_key_fails_at_start_naming_the_provider() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "run refuses to start");
 }
+
+const LEAKED: &str = "sk-live-9d7c1e55aa30";
+
+/// Issue 8 item 11: `api_key: ${VAR}` (a natural guess) put the key into the YAML
+/// text, and the error quoted it: "unknown variant `<the key>`".
+#[test]
+fn an_inline_api_key_is_refused_without_being_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "k.yaml",
+        "pipelines:\n  - name: k\n    source:\n      stdin: {}\n    extract:\n      scan_all_strings: true\n    providers:\n      - ipinsights:\n          api_key: ${IPENRICH_TEST_INLINE_KEY}\n    sink:\n      stdout: {}\n",
+    );
+    for command in ["check", "run", "enrich"] {
+        let out = Command::new(bin())
+            .args([command, "--config"])
+            .arg(&path)
+            .env("IPENRICH_TEST_INLINE_KEY", LEAKED)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("sk-live"), "{command}: {all}");
+        assert!(
+            all.contains(":9: key `pipelines[0].providers[0].ipinsights.api_key`")
+                && all.contains("inline keys are not accepted"),
+            "{command}: {all}"
+        );
+    }
+}
+
+/// Issue 8 item 12: a database whose metadata `description` is an empty map (what
+/// Python's `mmdb-writer` writes by default) was refused.
+#[test]
+fn lookup_reads_an_mmdb_with_an_empty_description() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("plain.mmdb");
+    let mut writer = ipenrich::simulate::mmdb_writer::asn_db_from_csv(
+        "network,asn,organization,country\n8.8.8.0/24,15169,Google LLC,US\n",
+    )
+    .unwrap();
+    writer.clear_description();
+    writer.write_to(&db).unwrap();
+    let path = write_config(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "pipelines:\n  - name: p\n    source:\n      stdin: {{}}\n    extract:\n      scan_all_strings: true\n    providers:\n      - mmdb:\n          path: {}\n    sink:\n      stdout: {{}}\n",
+            db.display()
+        ),
+    );
+    let out = Command::new(bin())
+        .args(["lookup", "8.8.8.8", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines(&out.stdout)[0]["asn"]["number"], 15169);
+}
+
+/// Issue 8 item 12: CLI errors lost their `#[source]`: "cannot stat mmdb file X"
+/// without "No such file or directory".
+#[test]
+fn a_missing_mmdb_file_is_reported_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.mmdb");
+    let path = write_config(
+        dir.path(),
+        "m.yaml",
+        &format!(
+            "pipelines:\n  - name: m\n    source:\n      stdin: {{}}\n    extract:\n      scan_all_strings: true\n    providers:\n      - mmdb:\n          path: {}\n    sink:\n      stdout: {{}}\n",
+            missing.display()
+        ),
+    );
+    let cause = "No such file or directory";
+    for args in [
+        vec!["check", "--config"],
+        vec!["enrich", "--config"],
+        vec!["lookup", "8.8.8.8", "--config"],
+    ] {
+        let out = Command::new(bin())
+            .args(&args)
+            .arg(&path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("cannot stat mmdb file {}", missing.display()))
+                && err.contains(cause),
+            "{args:?}: {err}"
+        );
+    }
+    // So does a missing config (its message no longer repeats the cause itself).
+    for command in ["check", "run"] {
+        let out = Command::new(bin())
+            .args([command, "--config"])
+            .arg(dir.path().join("nope.yaml"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.matches(cause).count(),
+            1,
+            "{command}: the cause once: {err}"
+        );
+    }
+    // A file that is there but is no database says why, too.
+    std::fs::write(&missing, b"not a database").unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot load mmdb file") && err.contains("metadata"),
+        "{err}"
+    );
+}
+
+/// Issue 8 item 11: `check` printed a `base_url` holding credentials, or an
+/// `?apiKey=` query, as it was.
+#[test]
+fn check_prints_base_urls_without_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "u.yaml",
+        "pipelines:\n  - name: u\n    source:\n      stdin: {}\n    extract:\n      scan_all_strings: true\n    providers:\n      - ipinsights:\n          base_url: https://admin:hunter2@127.0.0.1:9/ipinsights\n          api_key: {env: IPENRICH_TEST_URL_KEY}\n      - ipgeolocation:\n          base_url: https://127.0.0.1:9/ipgeo?apiKey=topsecret&x=1\n          api_key: {env: IPENRICH_TEST_URL_KEY}\n    sink:\n      stdout: {}\n",
+    );
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("IPENRICH_TEST_URL_KEY", LEAKED)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for secret in ["hunter2", "admin", "topsecret", "sk-live"] {
+        assert!(!all.contains(secret), "{secret}: {all}");
+    }
+    assert!(
+        stdout.contains("ipinsights https://***@127.0.0.1:9/ipinsights"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ipgeolocation https://127.0.0.1:9/ipgeo?apiKey=***&x=***"),
+        "{stdout}"
+    );
+}
+
+/// Runs `ipenrich <args>` with its standard output closed before it writes a byte,
+/// as `ipenrich check ... | head -0` does. Returns the exit code and stderr.
+fn with_stdout_closed(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The child holds only the write end: from here on every write to it is EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 8 item 10c: `ipenrich check ... | head -1` panicked in `println!` on the
+/// closed pipe (exit 101, "failed printing to stdout" and a backtrace on stderr);
+/// `enrich` failed with "ipenrich: ... Broken pipe" and exit 1.
+#[test]
+fn a_closed_stdout_ends_check_and_lookup_quietly() {
+    for args in [
+        &["check", "--config", "pipelines/demo.yaml"][..],
+        &["lookup", "8.8.8.8", "10.0.0.1"][..],
+        &["lookup", "8.8.8.8", "--format", "table"][..],
+        &[
+            "lookup",
+            "8.8.8.8",
+            "--config",
+            "pipelines/demo.yaml",
+            "--format",
+            "table",
+        ][..],
+        &["enrich", "--config", "pipelines/demo.yaml"][..],
+    ] {
+        let (code, stderr) = with_stdout_closed(args);
+        // Log lines start with a timestamp; an error printed by `main` with this.
+        let error_printed = stderr.lines().any(|l| l.starts_with("ipenrich: "));
+        assert!(
+            !stderr.contains("panicked") && !error_printed,
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+    }
+    // The exit code still tells whether the config is valid.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.mmdb");
+    let path = write_config(
+        dir.path(),
+        "m.yaml",
+        &format!(
+            "pipelines:\n  - name: m\n    source:\n      stdin: {{}}\n    extract:\n      scan_all_strings: true\n    providers:\n      - mmdb:\n          path: {}\n    sink:\n      stdout: {{}}\n",
+            missing.display()
+        ),
+    );
+    let (code, stderr) = with_stdout_closed(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(code, Some(1), "{stderr}");
+}

@@ -1,9 +1,13 @@
-//! Reading a config file: `${ENV}` expansion, YAML parsing and located errors.
+//! Reading a config file: YAML parsing, `${ENV}` substitution in values and located
+//! errors that never quote a secret.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::types::Config;
+use serde_yaml_ng::Value;
+
+use super::de::Node;
+use super::types::{Config, KEY_SOURCE_EXPECTED};
 
 /// One problem in a config file, located as precisely as the parser allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +24,7 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{}: cannot read config: {source}", path.display())]
+    #[error("{}: cannot read config", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -54,7 +58,7 @@ impl fmt::Display for Invalid<'_> {
     }
 }
 
-/// Reads, expands, parses and validates a config file.
+/// Reads, parses, substitutes and validates a config file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -66,6 +70,11 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Parses config text; `file` names it in errors, `env` resolves `${VAR}`.
+///
+/// The text is parsed first and `${VAR}` substituted into the parsed string values
+/// afterwards, so a value from the environment is a string exactly as the variable
+/// holds it: a secret holding `: `, ` #` or a leading `*`, `&`, `!` or `@` cannot
+/// change the document. Lines are found from the key path in the unchanged text.
 pub fn load_str(
     text: &str,
     file: &str,
@@ -75,27 +84,36 @@ pub fn load_str(
         file: file.to_string(),
         problems,
     };
-    let expanded = expand_env(text, &env).map_err(|p| invalid(vec![p]))?;
-    let de = serde_yaml_ng::Deserializer::from_str(&expanded);
-    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut tree: Value = serde_yaml_ng::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line());
+        invalid(vec![Problem {
+            line,
+            key: ".".to_string(),
+            message: without_location(e.to_string()),
+        }])
+    })?;
+    let mut unresolved = Vec::new();
+    substitute(&mut tree, "", &env, &mut unresolved);
+    if !unresolved.is_empty() {
+        return Err(invalid(located(text, unresolved)));
+    }
+    let config: Config = serde_path_to_error::deserialize(Node(&tree)).map_err(|e| {
         let key = e.path().to_string();
-        let inner = e.into_inner();
-        let line = inner.location().map(|l| l.line());
-        // serde_yaml appends " at line X column Y"; the location is printed separately.
-        let mut message = inner.to_string();
-        if let Some(at) = message.find(" at line ") {
-            message.truncate(at);
-        }
+        let message = without_location(e.into_inner().to_string());
+        // An unknown key is found on its own line, not its parent's.
+        let unknown = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split_once('`'))
+            .and_then(|(name, _)| locate(text, &format!("{key}.{name}")));
+        let line = unknown.or_else(|| locate(text, &key));
+        let message = if may_hold_secret(&key) {
+            redacted(message)
+        } else {
+            message
+        };
         invalid(vec![Problem { line, key, message }])
     })?;
-    let problems: Vec<Problem> = super::validate(&config)
-        .into_iter()
-        .map(|(key, message)| Problem {
-            line: locate(&expanded, &key),
-            key,
-            message,
-        })
-        .collect();
+    let problems = located(text, super::validate(&config));
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -103,53 +121,133 @@ pub fn load_str(
     }
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`.
-/// Expansion is textual and line-preserving, so parser locations stay right.
-fn expand_env(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, Problem> {
-    let mut out = String::with_capacity(text.len());
-    for (n, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
-        while let Some(i) = rest.find('$') {
-            out.push_str(&rest[..i]);
-            let after = &rest[i + 1..];
-            if let Some(tail) = after.strip_prefix('$') {
-                out.push('$');
-                rest = tail;
-            } else if let Some(body) = after.strip_prefix('{') {
-                let end = body.find('}').ok_or_else(|| Problem {
-                    line: Some(n + 1),
-                    key: "${".to_string(),
-                    message: "unterminated `${`".to_string(),
-                })?;
-                let spec = &body[..end];
-                let (name, default) = match spec.split_once(":-") {
-                    Some((name, default)) => (name, Some(default)),
-                    None => (spec, None),
-                };
-                let value = env(name)
-                    .filter(|v| !v.is_empty())
-                    .or(default.map(str::to_string));
-                let value = value.ok_or_else(|| Problem {
-                    line: Some(n + 1),
-                    key: format!("${{{name}}}"),
-                    message: format!("environment variable {name} is not set"),
-                })?;
-                if value.contains('\n') {
-                    return Err(Problem {
-                        line: Some(n + 1),
-                        key: format!("${{{name}}}"),
-                        message: format!("environment variable {name} holds a newline"),
-                    });
-                }
-                out.push_str(&value);
-                rest = &body[end + 1..];
-            } else {
-                out.push('$');
-                rest = after;
+/// serde_yaml appends " at line X column Y"; the location is printed separately.
+fn without_location(mut message: String) -> String {
+    if let Some(at) = message.find(" at line ") {
+        message.truncate(at);
+    }
+    message
+}
+
+/// `(key, message)` pairs with the line of each key in `text`.
+fn located(text: &str, problems: Vec<(String, String)>) -> Vec<Problem> {
+    problems
+        .into_iter()
+        .map(|(key, message)| Problem {
+            line: locate(text, &key),
+            key,
+            message,
+        })
+        .collect()
+}
+
+/// Words that mark a key whose value is a secret (`api_key`, `sasl.password`,
+/// `ssl.key.password`, `token`, ...).
+const SECRET_WORDS: [&str; 7] = [
+    "key",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "passphrase",
+    "credential",
+];
+
+/// Whether any part of a key path names a secret.
+fn may_hold_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|word| key.contains(word))
+}
+
+/// An error about a value that may be a secret. serde quotes the offending value
+/// ("unknown variant `<the key>`"), so only messages known not to quote a value pass:
+/// ours for `api_key`, and serde's about missing or unknown field names.
+fn redacted(message: String) -> String {
+    if message == KEY_SOURCE_EXPECTED
+        || message.starts_with("missing field `")
+        || message.starts_with("unknown field `")
+    {
+        message
+    } else {
+        "invalid value (not shown: this key may hold a secret)".to_string()
+    }
+}
+
+/// Replaces `${VAR}`, `${VAR:-default}` and `$$` in every string value of the tree
+/// (keys are left alone), and records the key path of every reference that cannot
+/// be resolved.
+fn substitute(
+    value: &mut Value,
+    key: &str,
+    env: &impl Fn(&str) -> Option<String>,
+    unresolved: &mut Vec<(String, String)>,
+) {
+    match value {
+        Value::String(s) if s.contains('$') => match expand(s, env) {
+            Ok(expanded) => *s = expanded,
+            Err(message) => unresolved.push((key.to_string(), message)),
+        },
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                substitute(item, &format!("{key}[{i}]"), env, unresolved);
             }
         }
-        out.push_str(rest);
+        Value::Mapping(map) => {
+            for (name, item) in map.iter_mut() {
+                let name = match name {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => "?".to_string(),
+                };
+                let child = if key.is_empty() {
+                    name
+                } else {
+                    format!("{key}.{name}")
+                };
+                substitute(item, &child, env, unresolved);
+            }
+        }
+        Value::Tagged(tagged) => substitute(&mut tagged.value, key, env, unresolved),
+        _ => {}
     }
+}
+
+/// Expands one string value. A variable that is set but empty counts as unset, so
+/// that its default applies. Errors name the variable, never a value.
+fn expand(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| "unterminated `${`".to_string())?;
+            let spec = &body[..end];
+            let (name, default) = match spec.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (spec, None),
+            };
+            if name.is_empty() {
+                return Err("`${}` names no environment variable".to_string());
+            }
+            let value = env(name)
+                .filter(|v| !v.is_empty())
+                .or(default.map(str::to_string))
+                .ok_or_else(|| format!("environment variable {name} is not set"))?;
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
     Ok(out)
 }
 
@@ -285,13 +383,168 @@ pipelines:
     }
 
     #[test]
-    fn missing_env_var_is_reported() {
+    fn missing_env_var_is_reported_at_its_key() {
         let err = load_str("pipelines: ${NOPE}\n", "e.yaml", no_env)
             .unwrap_err()
             .to_string();
         assert_eq!(
             err,
-            "e.yaml:1: key `${NOPE}`: environment variable NOPE is not set"
+            "e.yaml:1: key `pipelines`: environment variable NOPE is not set"
+        );
+        // Every unresolved reference is reported, each at its own key and line.
+        let text = GOOD
+            .replace("${BROKERS:-127.0.0.1:9092}", "${BROKERS}")
+            .replace("topic: in", "topic: ${OUT_TOPIC}");
+        let err = load_str(&text, "e.yaml", no_env).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "e.yaml:12: key `pipelines[1].source.kafka.brokers`: environment variable BROKERS is not set\n\
+             e.yaml:21: key `pipelines[1].sink.kafka.topic`: environment variable OUT_TOPIC is not set"
+        );
+    }
+
+    /// Issue 8 item 11: `${VAR}` was expanded into the YAML text before parsing, so a
+    /// value holding `: `, ` #`, or starting with `*`, `&`, `!` or `@` changed the
+    /// document (or broke it). A substituted value must stay the exact string.
+    #[test]
+    fn substituted_values_stay_the_exact_string() {
+        for value in [
+            "*x: #y",
+            "&anchor b",
+            "!tag c",
+            "@at",
+            "a: b",
+            "a #b",
+            "'q' \"d\"",
+            "[1, 2]",
+            "{k: v}",
+            "line\nbreak",
+            "$${NOT_EXPANDED}",
+        ] {
+            let text = GOOD.replace("topic: in", "topic: ${OUT}");
+            let cfg = load_str(&text, "x.yaml", |n| match n {
+                "BROKERS" => Some(value.to_string()),
+                "OUT" => Some(format!("out-{value}")),
+                _ => None,
+            })
+            .unwrap_or_else(|e| panic!("{value:?}: {e}"));
+            match (&cfg.pipelines[1].source, &cfg.pipelines[1].sink) {
+                (super::super::SourceConfig::Kafka(k), super::super::SinkConfig::Kafka(s)) => {
+                    assert_eq!(k.brokers, value);
+                    assert_eq!(s.topic, format!("out-{value}"));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// Substituted values are strings; a boolean or number key still reads them, as
+    /// the examples' `dry_run: ${IPENRICH_REPORT_DRY_RUN:-true}` needs. `$$` is a `$`,
+    /// and a `${` inside the value of a variable is not expanded again.
+    #[test]
+    fn substituted_strings_feed_numbers_and_booleans() {
+        let text = GOOD
+            .replace("topic: in", "topic: out")
+            .replace(
+                "    extract:\n      scan_all_strings: true",
+                "    extract:\n      scan_all_strings: ${SCAN:-true}\n    limits:\n      max_in_flight: ${IN_FLIGHT}",
+            )
+            .replace("group_id: g", "group_id: g$$1");
+        let cfg = load_str(&text, "x.yaml", |n| match n {
+            "IN_FLIGHT" => Some("123".to_string()),
+            "BROKERS" => Some("${IN_FLIGHT}".to_string()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(cfg.pipelines[0].extract.scan_all_strings);
+        assert_eq!(cfg.pipelines[0].limits.max_in_flight, 123);
+        match &cfg.pipelines[1].source {
+            super::super::SourceConfig::Kafka(k) => {
+                assert_eq!(k.group_id, "g$1");
+                assert_eq!(k.brokers, "${IN_FLIGHT}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = load_str(&text, "x.yaml", |n| {
+            (n == "IN_FLIGHT").then(|| "many".to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("x.yaml:8: key `pipelines[0].limits.max_in_flight`: invalid type"),
+            "{err}"
+        );
+    }
+
+    const SECRET: &str = "sk-live-4f8a9c2e71d3";
+
+    fn with_provider(provider: &str) -> String {
+        GOOD.replace("topic: in", "topic: out").replace(
+            "    sink:\n      stdout: {}",
+            &format!("    providers:\n      - ipinsights:\n          {provider}\n    sink:\n      stdout: {{}}"),
+        )
+    }
+
+    /// Issue 8 item 11: an inline key, or `api_key: ${VAR}`, was echoed in
+    /// "unknown variant `<the key>`, expected `env` or `file`".
+    #[test]
+    fn an_inline_api_key_is_refused_without_being_quoted() {
+        let env = |n: &str| (n == "IPINSIGHTS_API_KEY").then(|| SECRET.to_string());
+        for provider in [
+            format!("api_key: {SECRET}"),
+            "api_key: ${IPINSIGHTS_API_KEY}".to_string(),
+            format!("api_key: {{inline: {SECRET}}}"),
+            format!("api_key: [{SECRET}]"),
+            format!("api_key: {{env: [{SECRET}]}}"),
+        ] {
+            let err = load_str(&with_provider(&provider), "k.yaml", env)
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("sk-live"), "{provider}: {err}");
+            assert_eq!(
+                err,
+                format!("k.yaml:9: key `pipelines[0].providers[0].ipinsights.api_key`: {KEY_SOURCE_EXPECTED}"),
+                "{provider}"
+            );
+        }
+        // The two accepted forms.
+        for provider in ["api_key: {env: IPINSIGHTS_API_KEY}", "api_key: {file: /k}"] {
+            load_str(&with_provider(provider), "k.yaml", env).unwrap();
+        }
+    }
+
+    /// Issue 8 item 11: the reporter's key was echoed the same way.
+    #[test]
+    fn an_inline_reporter_key_is_not_quoted() {
+        let text = format!(
+            "{}reporters:\n  - name: r\n    topics: [in]\n    signals_topic: s\n    dry_run: false\n    ipinsights:\n      api_key: {SECRET}\n",
+            GOOD.replace("topic: in", "topic: out")
+        );
+        let err = load_str(&text, "r.yaml", no_env).unwrap_err().to_string();
+        assert!(!err.contains("sk-live"), "{err}");
+        assert!(
+            err.contains("key `reporters[0].ipinsights.api_key`"),
+            "{err}"
+        );
+        assert!(err.contains("inline keys are not accepted"), "{err}");
+    }
+
+    #[test]
+    fn errors_under_secret_keys_do_not_quote_the_value() {
+        assert!(may_hold_secret(
+            "pipelines[0].source.kafka.options.sasl.password"
+        ));
+        assert!(may_hold_secret("reporters[0].ipinsights.api_key"));
+        assert!(!may_hold_secret("pipelines[0].sink.kafka.partitioning"));
+        assert_eq!(
+            redacted(format!(
+                "unknown variant `{SECRET}`, expected `env` or `file`"
+            )),
+            "invalid value (not shown: this key may hold a secret)"
+        );
+        assert_eq!(
+            redacted("unknown field `x`, expected `env`".to_string()),
+            "unknown field `x`, expected `env`"
         );
     }
 

@@ -1,15 +1,19 @@
 //! Pipeline configuration: YAML wire types, loading and validation.
 //!
-//! A config file holds one or more pipelines. Loading expands `${ENV_VAR}` (and
-//! `${ENV_VAR:-default}`), rejects unknown keys, and reports every problem with the
-//! file, the line and the key path (`pipelines[0].sink.kafka.topic`), so that a bad
-//! deployment fails at start-up with a message an operator can act on.
+//! A config file holds one or more pipelines. Loading parses the YAML, then replaces
+//! `${ENV_VAR}` (and `${ENV_VAR:-default}`) inside string values, never in the text, so
+//! a value from the environment cannot change the document. It rejects unknown keys,
+//! and reports every problem with the file, the line and the key path
+//! (`pipelines[0].sink.kafka.topic`), so that a bad deployment fails at start-up with
+//! a message an operator can act on. No message quotes the value of a key that may
+//! hold a secret.
 //!
 //! The wire types parse straight into strong types (`Duration`, `IpNet`, non-empty
 //! lists) so that most mistakes are caught by the parser with an exact location;
 //! [`validate`] catches what only the whole file can tell (duplicate names, a dead
 //! letter output that is also the sink).
 
+mod de;
 mod load;
 mod types;
 

@@ -204,13 +204,37 @@ impl ProviderConfig {
 }
 
 /// Where an API key comes from. Never written inline: config files get committed.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
+/// Written `{env: VAR}` or `{file: PATH}`.
+#[derive(Debug, Clone)]
 pub enum KeySource {
     /// An environment variable.
     Env(String),
     /// A file, e.g. a mounted Kubernetes secret (trailing newline trimmed).
     File(PathBuf),
+}
+
+/// Why an `api_key` value is refused. It does not quote the value, which may be a key
+/// written inline (or substituted from `${VAR}`): serde's derived message would
+/// ("unknown variant `<the key>`, expected `env` or `file`").
+pub(crate) const KEY_SOURCE_EXPECTED: &str = "expected `env: VAR` or `file: PATH`; inline keys are not accepted (`${VAR}` inlines the key: write `env: VAR`)";
+
+impl<'de> Deserialize<'de> for KeySource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde_yaml_ng::Value;
+        let refused = || <D::Error as serde::de::Error>::custom(KEY_SOURCE_EXPECTED);
+        let Value::Mapping(map) = Value::deserialize(deserializer)? else {
+            return Err(refused());
+        };
+        let mut entries = map.into_iter();
+        match (entries.next(), entries.next()) {
+            (Some((Value::String(kind), Value::String(target))), None) => match kind.as_str() {
+                "env" => Ok(KeySource::Env(target)),
+                "file" => Ok(KeySource::File(PathBuf::from(target))),
+                _ => Err(refused()),
+            },
+            _ => Err(refused()),
+        }
+    }
 }
 
 /// A remote API provider.

@@ -29,6 +29,7 @@ use super::rate_limit::{Budget, RateLimiter, RateSettings};
 use super::{Chain, Member};
 use crate::config::{EngineConfig, KeySource, ProviderConfig, TimeoutsConfig};
 use crate::secret::Secret;
+use crate::telemetry::error_chain;
 
 /// A provider that could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +37,7 @@ use crate::secret::Secret;
 pub struct BuildError {
     /// Config key path of the provider, e.g. `providers[1].ipinsights`.
     pub key: String,
-    /// What went wrong (never contains a key's value).
+    /// What went wrong, with its causes (never contains a key's value).
     pub reason: String,
 }
 
@@ -57,12 +58,12 @@ pub fn secret(source: &KeySource) -> Result<Secret, String> {
         KeySource::Env(var) => Secret::from_env(var),
         KeySource::File(path) => Secret::from_file(path),
     }
-    .map_err(|e| e.to_string())
+    .map_err(|e| error_chain(&e))
 }
 
 fn settings(url: &str, key: Secret, t: &TimeoutsConfig) -> Result<HttpSettings, String> {
     Ok(HttpSettings::new(url, key)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| error_chain(&e))?
         .with_timeouts(t.connect, t.read, t.request))
 }
 
@@ -94,7 +95,7 @@ impl SharedProviders {
         if let Some(db) = dbs.get(&m.path) {
             return Ok(db.clone());
         }
-        let provider = Arc::new(MmdbProvider::open(&m.path).map_err(|e| e.to_string())?);
+        let provider = Arc::new(MmdbProvider::open(&m.path).map_err(|e| error_chain(&e))?);
         if !m.reload_interval.is_zero() && tokio::runtime::Handle::try_current().is_ok() {
             provider.spawn_reloader(m.reload_interval);
         }
@@ -158,7 +159,7 @@ impl SharedProviders {
         let settings = engine_settings(kind, config)?;
         let limiter = self.limiter(kind, base_url, key, settings.rate.clone())?;
         let engine = Engine::try_new(provider, settings, limiter, &self.registry)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| error_chain(&e))?;
         self.engines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -288,7 +289,7 @@ pub fn member(
         let s = settings(&url, key.clone(), timeouts).map_err(err)?;
         Ok::<_, BuildError>((url, key, s))
     };
-    let client = |e: super::providers::ProviderError| err(e.to_string());
+    let client = |e: super::providers::ProviderError| err(error_chain(&e));
     let (url, key, provider, lookup): (String, Secret, Arc<dyn Provider>, &EngineConfig) =
         match config {
             ProviderConfig::Mmdb(m) => return Ok(Member::Local(shared.database(m).map_err(err)?)),

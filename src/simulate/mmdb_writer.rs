@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 /// Marker that separates the data section from the metadata.
-const METADATA_MARKER: &[u8] = b"\xAB\xCD\xEFMaxMind.com";
+pub const METADATA_MARKER: &[u8] = b"\xAB\xCD\xEFMaxMind.com";
 /// Zero bytes between the search tree and the data section.
 const DATA_SECTION_SEPARATOR: usize = 16;
 /// The largest size a control byte can express (spec: "Payload size").
@@ -160,6 +160,13 @@ impl MmdbWriter {
         self
     }
 
+    /// Removes every description, leaving the empty map that Python's `mmdb-writer`
+    /// writes by default (the format allows it).
+    pub fn clear_description(&mut self) -> &mut Self {
+        self.description.clear();
+        self
+    }
+
     /// Sets the `languages` metadata list.
     pub fn set_languages(&mut self, languages: &[&str]) -> &mut Self {
         self.languages = languages.iter().map(|l| (*l).to_owned()).collect();
@@ -290,38 +297,17 @@ impl MmdbWriter {
         out.extend_from_slice(&data.buf);
         out.extend_from_slice(METADATA_MARKER);
 
-        let metadata = MmdbValue::Map(vec![
-            ("binary_format_major_version".into(), MmdbValue::U16(2)),
-            ("binary_format_minor_version".into(), MmdbValue::U16(0)),
-            ("build_epoch".into(), MmdbValue::U64(self.build_epoch)),
-            (
-                "database_type".into(),
-                MmdbValue::String(self.database_type.clone()),
-            ),
-            (
-                "description".into(),
-                MmdbValue::Map(
-                    self.description
-                        .iter()
-                        .map(|(k, v)| (k.clone(), MmdbValue::String(v.clone())))
-                        .collect(),
-                ),
-            ),
-            ("ip_version".into(), MmdbValue::U16(6)),
-            (
-                "languages".into(),
-                MmdbValue::Array(
-                    self.languages
-                        .iter()
-                        .map(|l| MmdbValue::String(l.clone()))
-                        .collect(),
-                ),
-            ),
-            ("node_count".into(), MmdbValue::U32(node_count as u32)),
-            ("record_size".into(), MmdbValue::U16(record_size)),
-        ]);
-        // The metadata is decoded relative to its own start, so no pointers in it.
-        encode_plain(&metadata, &mut out)?;
+        out.extend_from_slice(&encode_metadata(&maxminddb::Metadata {
+            binary_format_major_version: 2,
+            binary_format_minor_version: 0,
+            build_epoch: self.build_epoch,
+            database_type: self.database_type.clone(),
+            description: self.description.clone(),
+            ip_version: 6,
+            languages: self.languages.clone(),
+            node_count: node_count as u32,
+            record_size,
+        })?);
         Ok(out)
     }
 
@@ -654,6 +640,52 @@ fn check_unique_keys(pairs: &[(String, MmdbValue)]) -> Result<(), MmdbWriteError
         }
     }
     Ok(())
+}
+
+/// Encodes a metadata section, the part of the file after the metadata marker.
+/// The metadata is decoded relative to its own start, so it holds no pointers.
+pub fn encode_metadata(metadata: &maxminddb::Metadata) -> Result<Vec<u8>, MmdbWriteError> {
+    let value = MmdbValue::Map(vec![
+        (
+            "binary_format_major_version".into(),
+            MmdbValue::U16(metadata.binary_format_major_version),
+        ),
+        (
+            "binary_format_minor_version".into(),
+            MmdbValue::U16(metadata.binary_format_minor_version),
+        ),
+        ("build_epoch".into(), MmdbValue::U64(metadata.build_epoch)),
+        (
+            "database_type".into(),
+            MmdbValue::String(metadata.database_type.clone()),
+        ),
+        (
+            "description".into(),
+            MmdbValue::Map(
+                metadata
+                    .description
+                    .iter()
+                    .map(|(k, v)| (k.clone(), MmdbValue::String(v.clone())))
+                    .collect(),
+            ),
+        ),
+        ("ip_version".into(), MmdbValue::U16(metadata.ip_version)),
+        (
+            "languages".into(),
+            MmdbValue::Array(
+                metadata
+                    .languages
+                    .iter()
+                    .map(|l| MmdbValue::String(l.clone()))
+                    .collect(),
+            ),
+        ),
+        ("node_count".into(), MmdbValue::U32(metadata.node_count)),
+        ("record_size".into(), MmdbValue::U16(metadata.record_size)),
+    ]);
+    let mut out = Vec::new();
+    encode_plain(&value, &mut out)?;
+    Ok(out)
 }
 
 /// Encodes a value without pointers.

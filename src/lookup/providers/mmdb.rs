@@ -5,7 +5,8 @@
 //! address the file does not cover, or a record that cannot be decoded, is
 //! [`Answer::NoData`]. The file is read whole into memory (no mmap: the crate forbids
 //! `unsafe`) and checked with the reader's full verifier before it is used, both at
-//! [`MmdbProvider::open`] and on reload. A reload swaps the database atomically; a
+//! [`MmdbProvider::open`] and on reload (less its two metadata checks that go beyond
+//! the format, see `verify`). A reload swaps the database atomically; a
 //! broken replacement is refused and the old database keeps answering. Strings are
 //! interned per loaded database, so a cache of a million records shares the few
 //! thousand distinct organisation and place names.
@@ -35,6 +36,8 @@ use tracing::{debug, info, warn};
 
 use super::{Answer, Provider, ProviderError, ProviderFuture};
 use crate::lookup::record::{AsnInfo, GeoInfo, IntelRecord};
+use crate::simulate::mmdb_writer::{encode_metadata, METADATA_MARKER};
+use crate::telemetry::error_chain;
 
 /// Addresses per [`Provider::lookup`] call. A lookup costs about a microsecond, so
 /// this keeps one poll of the batch future near the ~500 µs budget (STYLE.md).
@@ -96,8 +99,9 @@ impl Loaded {
             path: path.to_owned(),
             source,
         };
-        let reader = Reader::open_readfile(path).map_err(load_err)?;
-        reader.verify().map_err(load_err)?;
+        let mut bytes = std::fs::read(path).map_err(|e| load_err(MaxMindDbError::Io(e)))?;
+        verify(&mut bytes).map_err(load_err)?;
+        let reader = Reader::from_source(bytes).map_err(load_err)?;
         Ok(Loaded {
             reader,
             strings: RwLock::new(HashMap::new()),
@@ -183,6 +187,45 @@ impl Loaded {
             threat: None,
         }
     }
+}
+
+/// Runs the reader's full verifier over a database file.
+///
+/// The verifier is stricter than the format, as its documentation says: it refuses an
+/// empty `description` map and an empty `database_type`, which the specification
+/// allows, MaxMind's readers accept and Python's `mmdb-writer` writes (an empty
+/// description by default). For such a file the verifier runs on the same bytes with
+/// a placeholder in those two metadata fields: the metadata section is the end of the
+/// file, so the search tree and data section it checks are the file's own, unchanged.
+/// The file's own metadata is then restored, whatever the outcome.
+fn verify(bytes: &mut Vec<u8>) -> Result<(), MaxMindDbError> {
+    let reader = Reader::from_source(bytes.as_slice())?;
+    let mut metadata = reader.metadata().clone();
+    if !metadata.description.is_empty() && !metadata.database_type.is_empty() {
+        return reader.verify();
+    }
+    drop(reader);
+    if metadata.description.is_empty() {
+        metadata
+            .description
+            .insert("en".to_owned(), "(no description)".to_owned());
+    }
+    if metadata.database_type.is_empty() {
+        metadata.database_type = "(no type)".to_owned();
+    }
+    let placeholder = encode_metadata(&metadata).map_err(|e| {
+        MaxMindDbError::invalid_database(format!("metadata cannot be checked: {e}"))
+    })?;
+    // The reader found its metadata after the last marker; so do we.
+    let start = memchr::memmem::rfind(bytes, METADATA_MARKER)
+        .map(|at| at + METADATA_MARKER.len())
+        .ok_or_else(|| MaxMindDbError::invalid_database("no metadata marker"))?;
+    let original = bytes.split_off(start);
+    bytes.extend_from_slice(&placeholder);
+    let verified = Reader::from_source(bytes.as_slice()).and_then(|reader| reader.verify());
+    bytes.truncate(start);
+    bytes.extend_from_slice(&original);
+    verified
 }
 
 /// The union of the fields we read from ASN, Country and City records; every string
@@ -360,18 +403,6 @@ impl MmdbProvider {
             }
         })
     }
-}
-
-/// `error: source: source` on one line, for logs.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 impl Provider for MmdbProvider {
@@ -643,6 +674,51 @@ mod tests {
         write(&asn_db("Google Renamed"), &path, 4);
         assert!(p.reload_if_changed().unwrap());
         assert_eq!(org(&p, "8.8.8.8").as_deref(), Some("Google Renamed"));
+    }
+
+    /// Issue 8 item 12: a file whose metadata `description` is an empty map (as
+    /// Python's `mmdb-writer` writes) was refused: the verifier of maxminddb 0.32
+    /// demands a non-empty map, which the format does not.
+    #[test]
+    fn empty_description_and_database_type_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plain.mmdb");
+        let mut w = asn_db("Google LLC");
+        w.clear_description();
+        write(&w, &path, 1);
+        let p = MmdbProvider::open(&path).unwrap();
+        assert_eq!(org(&p, "8.8.8.8").as_deref(), Some("Google LLC"));
+        // The file's own metadata is kept, not the placeholder used for verifying.
+        assert!(p.loaded().reader.metadata().description.is_empty());
+
+        let mut untyped = MmdbWriter::new("");
+        untyped.clear_description();
+        untyped
+            .insert(
+                net("10.0.0.0/8"),
+                MmdbValue::map([("autonomous_system_number", MmdbValue::U32(64512))]),
+            )
+            .unwrap();
+        write(&untyped, &path, 2);
+        assert!(p.reload_if_changed().unwrap());
+        assert_eq!(p.database_type(), "");
+        let private = found(p.lookup_sync(ip("10.1.2.3"))).asn.unwrap();
+        assert_eq!(private.number, Some(64512));
+    }
+
+    /// The placeholder metadata only lifts the two metadata checks: a corrupt search
+    /// tree behind an empty description is still refused.
+    #[test]
+    fn empty_description_does_not_skip_the_verifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corrupt.mmdb");
+        let mut w = asn_db("Google LLC");
+        w.clear_description();
+        let mut corrupt = w.to_bytes().unwrap();
+        corrupt[..60].fill(0xff);
+        std::fs::write(&path, &corrupt).unwrap();
+        let err = MmdbProvider::open(&path).unwrap_err();
+        assert!(matches!(err, MmdbError::Load { .. }), "{err:?}");
     }
 
     #[test]
