@@ -121,6 +121,18 @@ impl Setup {
     /// A pipeline whose only provider is ipinsights at `base_url`; `timeouts`,
     /// `lookup` and `limits` are YAML flow maps. Metrics on a free loopback port.
     fn config(&self, base_url: &str, timeouts: &str, lookup: &str, limits: &str) -> PathBuf {
+        self.config_with(base_url, timeouts, lookup, limits, "")
+    }
+
+    /// `config` with extra consumer options (YAML lines indented for `options:`).
+    fn config_with(
+        &self,
+        base_url: &str,
+        timeouts: &str,
+        lookup: &str,
+        limits: &str,
+        source_options: &str,
+    ) -> PathBuf {
         let text = format!(
             r#"
 http:
@@ -135,6 +147,7 @@ pipelines:
         options:
           session.timeout.ms: "6000"
           heartbeat.interval.ms: "1000"
+{source_options}
     extract:
       fields:
         - {{path: src, role: source}}
@@ -1007,6 +1020,62 @@ async fn backpressure_holds_events_until_the_provider_recovers() {
         for e in &reader.got {
             assert_eq!(e.ip, ip(e.seq).to_string());
         }
+    })
+    .await;
+}
+
+/// Regression (issue 8.13): with `backpressure`, a stall of the lookups longer than
+/// `max.poll.interval.ms` made the reader stop polling, so the consumer left its
+/// group and the in-flight work was read and written again (50,115 records for
+/// 30,000 events). Now a full in-flight budget pauses the partitions and the reader
+/// keeps polling: after a stall of twice the poll interval, every event comes out
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_backpressure_stall_keeps_the_group_and_duplicates_nothing() {
+    const N: usize = 2_000;
+    const DISTINCT: usize = 200;
+    let failing = FaultConfig {
+        server_error_rate: 1.0,
+        server_error_status: Some(503),
+        ..FaultConfig::default()
+    };
+    let sim = start_sim(sim_config(failing)).await;
+    let base = sim.base_url("ipinsights");
+    drive(sim, move |sim| {
+        let s = Setup::new();
+        let ip = |seq: usize| public(5, seq % DISTINCT);
+        s.produce(0..N, ip);
+        let cfg = s.config_with(
+            &base,
+            "{connect: 1s, read: 2s, request: 5s}",
+            "{max_wait: 50ms, concurrency: 4, requests_per_second: 1000, request_burst: 1000, \
+             units_per_second: 100000, unit_burst: 100000, breaker_failures: 3, \
+             breaker_open_for: 500ms, max_batch: 100}",
+            "{max_enrichment_delay: 1s, on_slow_lookup: backpressure, max_in_flight: 500}",
+            "          max.poll.interval.ms: \"7000\"",
+        );
+        let mut child = Proc::run(&cfg, &s.log());
+        let mut reader = Reader::new(&s.kafka, &s.output);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ipinsights(sim).faults.server_errors < 3 {
+            assert!(Instant::now() < deadline, "the provider was never asked");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Stall for twice max.poll.interval.ms: the old reader lost the group here.
+        std::thread::sleep(Duration::from_secs(15));
+        assert_eq!(reader.until(1, Duration::from_secs(1)).len(), 0);
+        sim.set_config(sim_config(FaultConfig::default())).unwrap();
+        reader.until(N, Duration::from_secs(240));
+        // Duplicates would follow the originals: give them a moment to show.
+        reader.until(N + 1, Duration::from_secs(5));
+        assert_eq!(child.terminate(Duration::from_secs(60)), Some(0));
+        let log = std::fs::read_to_string(s.log()).unwrap_or_default();
+        assert!(log.contains("partitions paused"), "{log}");
+        assert!(
+            !log.contains("max.poll"),
+            "the consumer left its group:\n{log}"
+        );
+        assert_exactly_once(&reader.got, N, &s.log());
     })
     .await;
 }
