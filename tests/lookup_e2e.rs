@@ -1069,13 +1069,13 @@ async fn a_long_backpressure_stall_keeps_the_group_and_duplicates_nothing() {
         // Duplicates would follow the originals: give them a moment to show.
         reader.until(N + 1, Duration::from_secs(5));
         assert_eq!(child.terminate(Duration::from_secs(60)), Some(0));
+        assert_exactly_once(&reader.got, N, &s.log());
         let log = std::fs::read_to_string(s.log()).unwrap_or_default();
         assert!(log.contains("partitions paused"), "{log}");
         assert!(
             !log.contains("max.poll"),
             "the consumer left its group:\n{log}"
         );
-        assert_exactly_once(&reader.got, N, &s.log());
     })
     .await;
 }
