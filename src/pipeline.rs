@@ -542,168 +542,44 @@ pub async fn run(
     };
     let (source, (sink, dead_letter)) = opened?;
     let kafka_source = source.is_kafka();
-    // A Kafka offset may be committed only once its output is durable: a file is
-    // synced before the acknowledgement, not merely written into a buffer.
-    let sync_before_ack = kafka_source;
     let acker = source.acker();
-    let name = config.name.clone();
-    let dead_letter = Arc::new(dead_letter);
-    let budget = Budget::new(
-        config.limits.max_in_flight,
-        config.limits.max_in_flight_bytes,
-    );
-    // The budget bounds what travels through these queues.
     let (tx, rx) = mpsc::unbounded_channel::<JoinHandle<Batch>>();
-    let (sent_tx, sent_rx) = mpsc::unbounded_channel();
-    let (halt_tx, mut halt) = watch::channel(false);
+    let (halt_tx, halt) = watch::channel(false);
     let (give_up_tx, give_up) = watch::channel(false);
+    let tasks = Tasks::spawn(config, sink, dead_letter, &acker, &metrics, rx, halt_tx);
     health.set_running(true, kafka_source);
-    info!(pipeline = %name, providers = ?stage.chain.names(), "pipeline started");
-
-    let mut writer = tokio::spawn(
-        Writer {
-            name: name.clone(),
-            sink,
-            dead_letter: dead_letter.clone(),
-            metrics: metrics.clone(),
-            sync_before_ack,
-        }
-        .run(rx, sent_tx, halt_tx.clone()),
-    );
-    let mut acks = tokio::spawn(ack_loop(
-        name.clone(),
-        sent_rx,
-        acker.clone(),
-        dead_letter,
-        metrics.clone(),
-        halt_tx,
-    ));
+    info!(pipeline = %config.name, providers = ?stage.chain.names(), "pipeline started");
 
     let mut reader = Reader {
         source,
         stash: VecDeque::new(),
-        name: name.clone(),
+        name: config.name.clone(),
     };
-    let mut events_in = 0u64;
-    let stop = loop {
-        let batch = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => break Stop::Shutdown,
-            _ = halt.wait_for(|h| *h) => break Stop::Halted,
-            next = reader.next_batch() => match next {
-                Ok(Some(batch)) => batch,
-                Ok(None) => break Stop::EndOfInput,
-                Err(e) => break Stop::Failed(e),
-            },
-        };
-        if batch.is_empty() {
-            continue;
-        }
-        let cost = budget.cost(&batch);
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => break Stop::Shutdown,
-            _ = halt.wait_for(|h| *h) => break Stop::Halted,
-            permit = reader.acquire(&budget, cost) => match permit {
-                Ok(p) => p,
-                Err(e) => break Stop::Failed(e),
-            },
-        };
-        events_in += batch.len() as u64;
-        metrics.events_in.inc_by(batch.len() as u64);
-        metrics.in_flight.add(batch.len() as i64);
-        let stage = stage.clone();
-        let give_up = give_up.clone();
-        let task = tokio::spawn(async move {
-            let outs = join_all(
-                batch
-                    .iter()
-                    .map(|(record, _)| guarded(&stage, &record.payload, &give_up)),
-            )
-            .await;
-            Batch {
-                items: batch
-                    .into_iter()
-                    .zip(outs)
-                    .map(|((record, ack), out)| (record, ack, out))
-                    .collect(),
-                permit,
-            }
-        });
-        if tx.send(task).is_err() {
-            break Stop::Halted; // the writer is gone; its error is reported below
-        }
-    };
-    drop(tx);
-    let now = Instant::now();
-    let bound = config.shutdown_timeout;
-    let (give_up_at, hard) = match &stop {
-        Stop::EndOfInput => (now + bound, now + bound + bound),
-        Stop::Shutdown => (now + bound / 2, now + bound),
-        Stop::Halted | Stop::Failed(_) => (now, now + bound),
-    };
-    info!(pipeline = %name, events_in, "input closed, draining");
-
-    let task_err = |e: tokio::task::JoinError| PipelineError::Task {
-        pipeline: name.clone(),
-        reason: e.to_string(),
-    };
-    let give_up_timer = tokio::spawn(async move {
-        tokio::time::sleep_until(give_up_at).await;
-        let _ = give_up_tx.send(true);
-    });
-    let drain = async { tokio::join!(&mut writer, &mut acks) };
-    let drained = tokio::time::timeout_at(hard, drain).await;
-    let outcome = match drained {
-        Ok((written, acked)) => {
-            // The ack loop's error (a failed delivery) explains a writer that stopped early.
-            match (
-                acked.map_err(task_err).and_then(|r| r),
-                written.map_err(task_err).and_then(|r| r),
-            ) {
-                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-                (Ok(mut s), Ok(())) => {
-                    s.events_in = events_in;
-                    Ok(s)
-                }
-            }
-        }
-        Err(_) => {
-            writer.abort();
-            acks.abort();
-            if kafka_source {
-                warn!(pipeline = %name, timeout = ?bound, "drain timed out; undelivered events stay uncommitted and will be re-read");
-                Ok(Summary {
-                    events_in,
-                    timed_out: true,
-                    ..Summary::default()
-                })
-            } else {
-                let delivered = metrics.events_out.get();
-                Err(PipelineError::Undelivered {
-                    pipeline: name.clone(),
-                    read: events_in,
-                    undelivered: events_in.saturating_sub(delivered),
-                    timeout: bound,
-                })
-            }
-        }
-    };
+    let budget = Budget::new(
+        config.limits.max_in_flight,
+        config.limits.max_in_flight_bytes,
+    );
+    let (stop, events_in) = reader
+        .run(&stage, &budget, &metrics, tx, shutdown, halt, give_up)
+        .await;
+    info!(pipeline = %config.name, events_in, "input closed, draining");
+    let outcome = tasks
+        .drain(config, &stop, events_in, kafka_source, &metrics, give_up_tx)
+        .await;
     // Commit what was delivered, bounded: an unreachable broker cannot hold the exit.
     acker
-        .commit(Duration::from_secs(5).min(bound.max(Duration::from_secs(1))))
+        .commit(Duration::from_secs(5).min(config.shutdown_timeout.max(Duration::from_secs(1))))
         .await;
     if let Acker::Kafka(k) = &acker {
         k.close();
     }
-    give_up_timer.abort();
     // Closing a consumer waits for its group coordinator, which may be unreachable:
     // let a blocking thread do it, never an async worker (the exit stays bounded).
     drop(tokio::task::spawn_blocking(move || drop((reader, acker))));
     metrics.in_flight.set(0);
     let result = match stop {
         Stop::Failed(e) => Err(PipelineError::Source {
-            pipeline: name,
+            pipeline: config.name.clone(),
             source: e,
         }),
         _ => outcome,
@@ -713,6 +589,188 @@ pub async fn run(
     }
     health.set_running(false, kafka_source);
     result
+}
+
+impl Reader {
+    /// Reads batches and spawns their processing until the input ends, shutdown is
+    /// asked, or the writer or acknowledgements fail (`halt`). Returns why it
+    /// stopped and how many events it handed on.
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &mut self,
+        stage: &Arc<Stage>,
+        budget: &Budget,
+        metrics: &PipelineMetrics,
+        tx: mpsc::UnboundedSender<JoinHandle<Batch>>,
+        mut shutdown: watch::Receiver<bool>,
+        mut halt: watch::Receiver<bool>,
+        give_up: watch::Receiver<bool>,
+    ) -> (Stop, u64) {
+        let mut events_in = 0u64;
+        let stop = loop {
+            let batch = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break Stop::Shutdown,
+                _ = halt.wait_for(|h| *h) => break Stop::Halted,
+                next = self.next_batch() => match next {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break Stop::EndOfInput,
+                    Err(e) => break Stop::Failed(e),
+                },
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let cost = budget.cost(&batch);
+            let permit = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break Stop::Shutdown,
+                _ = halt.wait_for(|h| *h) => break Stop::Halted,
+                permit = self.acquire(budget, cost) => match permit {
+                    Ok(p) => p,
+                    Err(e) => break Stop::Failed(e),
+                },
+            };
+            events_in += batch.len() as u64;
+            metrics.events_in.inc_by(batch.len() as u64);
+            metrics.in_flight.add(batch.len() as i64);
+            let task = tokio::spawn(process_batch(stage.clone(), batch, permit, give_up.clone()));
+            if tx.send(task).is_err() {
+                break Stop::Halted; // the writer is gone; its error is reported
+            }
+        };
+        (stop, events_in)
+    }
+}
+
+/// Processes a batch concurrently, keeping its records in read order.
+async fn process_batch(
+    stage: Arc<Stage>,
+    batch: Vec<(SourceRecord, Ack)>,
+    permit: Permit,
+    give_up: watch::Receiver<bool>,
+) -> Batch {
+    let outs = join_all(
+        batch
+            .iter()
+            .map(|(record, _)| guarded(&stage, &record.payload, &give_up)),
+    )
+    .await;
+    Batch {
+        items: batch
+            .into_iter()
+            .zip(outs)
+            .map(|((record, ack), out)| (record, ack, out))
+            .collect(),
+        permit,
+    }
+}
+
+/// The writer and the acknowledgement loop of a running pipeline.
+struct Tasks {
+    name: String,
+    writer: JoinHandle<Result<(), PipelineError>>,
+    acks: JoinHandle<Result<Summary, PipelineError>>,
+}
+
+impl Tasks {
+    fn spawn(
+        config: &PipelineConfig,
+        sink: Sink,
+        dead_letter: DeadLetter,
+        acker: &Acker,
+        metrics: &PipelineMetrics,
+        rx: mpsc::UnboundedReceiver<JoinHandle<Batch>>,
+        halt: watch::Sender<bool>,
+    ) -> Self {
+        let name = config.name.clone();
+        let dead_letter = Arc::new(dead_letter);
+        let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(
+            Writer {
+                name: name.clone(),
+                sink,
+                dead_letter: dead_letter.clone(),
+                metrics: metrics.clone(),
+                // A Kafka offset may be committed only once its output is durable:
+                // a file is synced before the acknowledgement, not merely buffered.
+                sync_before_ack: matches!(config.source, SourceConfig::Kafka(_)),
+            }
+            .run(rx, sent_tx, halt.clone()),
+        );
+        let acks = tokio::spawn(ack_loop(
+            name.clone(),
+            sent_rx,
+            acker.clone(),
+            dead_letter,
+            metrics.clone(),
+            halt,
+        ));
+        Tasks { name, writer, acks }
+    }
+
+    /// Waits for the writer and the acknowledgements within the shutdown bound,
+    /// giving up on waiting lookups first; past the bound, abandons the rest.
+    async fn drain(
+        mut self,
+        config: &PipelineConfig,
+        stop: &Stop,
+        events_in: u64,
+        kafka_source: bool,
+        metrics: &PipelineMetrics,
+        give_up: watch::Sender<bool>,
+    ) -> Result<Summary, PipelineError> {
+        let now = Instant::now();
+        let bound = config.shutdown_timeout;
+        let (give_up_at, hard) = match stop {
+            Stop::EndOfInput => (now + bound, now + bound + bound),
+            Stop::Shutdown => (now + bound / 2, now + bound),
+            Stop::Halted | Stop::Failed(_) => (now, now + bound),
+        };
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep_until(give_up_at).await;
+            let _ = give_up.send(true);
+        });
+        let drained = tokio::time::timeout_at(hard, async {
+            tokio::join!(&mut self.writer, &mut self.acks)
+        })
+        .await;
+        timer.abort();
+        let task_err = |e: tokio::task::JoinError| PipelineError::Task {
+            pipeline: self.name.clone(),
+            reason: e.to_string(),
+        };
+        match drained {
+            Ok((written, acked)) => {
+                // The ack loop's error (a failed delivery) explains a writer that stopped early.
+                let acked = acked.map_err(task_err).and_then(|r| r);
+                let written = written.map_err(task_err).and_then(|r| r);
+                let mut summary = acked?;
+                written?;
+                summary.events_in = events_in;
+                Ok(summary)
+            }
+            Err(_) => {
+                self.writer.abort();
+                self.acks.abort();
+                if kafka_source {
+                    warn!(pipeline = %self.name, timeout = ?bound, "drain timed out; undelivered events stay uncommitted and will be re-read");
+                    Ok(Summary {
+                        events_in,
+                        timed_out: true,
+                        ..Summary::default()
+                    })
+                } else {
+                    Err(PipelineError::Undelivered {
+                        pipeline: self.name.clone(),
+                        read: events_in,
+                        undelivered: events_in.saturating_sub(metrics.events_out.get()),
+                        timeout: bound,
+                    })
+                }
+            }
+        }
+    }
 }
 
 /// Processes one event. A panic is a bug, never a policy: it costs this one event

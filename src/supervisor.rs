@@ -62,15 +62,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
     readiness.expect(config.pipelines.len());
-    if let Some(http) = &config.http {
-        let (addr, _task) = crate::http::serve(http.listen, metrics.clone(), readiness.clone())
-            .await
-            .map_err(|source| StartError::Http {
-                addr: http.listen,
-                source,
-            })?;
-        info!(%addr, "serving /metrics and /health");
-    }
+    serve_http(&config, &metrics, &readiness).await?;
     let bound = config
         .pipelines
         .iter()
@@ -79,18 +71,7 @@ pub async fn run(
         .unwrap_or_default()
         + SHUTDOWN_SLACK;
     let (stop_tx, stop_rx) = watch::channel(false);
-    // Providers first: a missing key or database stops start-up, and the reporters
-    // below find the lookups' ipinsights limiter to share.
-    let shared = Arc::new(SharedProviders::new(metrics.registry().clone()));
-    for p in &config.pipelines {
-        crate::lookup::build::chain(&p.providers, &shared).map_err(|errors| {
-            let lines: Vec<String> = errors
-                .iter()
-                .map(|e| format!("pipeline {}: {e}", p.name))
-                .collect();
-            StartError::Providers(lines.join("\n"))
-        })?;
-    }
+    let shared = open_providers(&config, &metrics)?;
     let mut reporters = start_reporters(&config, &metrics, &shared, &stop_rx)?;
     let mut pipelines = JoinSet::new();
     for p in config.pipelines {
@@ -135,42 +116,23 @@ pub async fn run(
                     let _ = stop_tx.send(true);
                     continue;
                 };
-                match joined {
-                    Ok((name, Ok(summary))) => info!(pipeline = %name, events_in = summary.events_in, events_out = summary.events_out, dead_letters = summary.dead_letters, timed_out = summary.timed_out, "pipeline finished"),
-                    Ok((name, Err(e))) if closed_output_is_clean && is_broken_pipe(&e) => {
-                        info!(pipeline = %name, "output closed by its reader");
+                match pipeline_ended(joined, closed_output_is_clean) {
+                    Ended::Clean => {}
+                    Ended::OutputClosed => {
                         let _ = stop_tx.send(true);
                     }
-                    Ok((name, Err(e))) => {
-                        let chain = error_chain(&e);
-                        error!(pipeline = %name, error = %chain, "pipeline failed");
-                        eprintln!("ipenrich: {chain}");
-                        failed = true;
-                        let _ = stop_tx.send(true);
-                    }
-                    Err(e) => {
-                        error!(error = %e, "pipeline task panicked");
+                    Ended::Failed => {
                         failed = true;
                         let _ = stop_tx.send(true);
                     }
                 }
             }
             joined = reporters.join_next(), if !reporters.is_empty() => {
-                match joined {
-                    Some(Ok((name, Ok(summary)))) => info!(reporter = %name, signals = summary.signals, decisions = summary.decisions, sent = summary.sent, "reporter finished"),
-                    Some(Ok((name, Err(e)))) => {
-                        let chain = error_chain(&e);
-                        error!(reporter = %name, error = %chain, "reporter failed");
-                        eprintln!("ipenrich: reporter {name}: {chain}");
+                if let Some(joined) = joined {
+                    if !reporter_ended(joined) {
                         failed = true;
                         let _ = stop_tx.send(true);
                     }
-                    Some(Err(e)) => {
-                        error!(error = %e, "reporter task panicked");
-                        failed = true;
-                        let _ = stop_tx.send(true);
-                    }
-                    None => {}
                 }
                 if pipelines_done && reporters.is_empty() {
                     break;
@@ -189,6 +151,97 @@ pub async fn run(
     } else {
         Verdict::Clean
     })
+}
+
+/// Serves `/metrics` and `/health` when the config asks for it.
+async fn serve_http(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    readiness: &Arc<Readiness>,
+) -> Result<(), StartError> {
+    if let Some(http) = &config.http {
+        let (addr, _task) = crate::http::serve(http.listen, metrics.clone(), readiness.clone())
+            .await
+            .map_err(|source| StartError::Http {
+                addr: http.listen,
+                source,
+            })?;
+        info!(%addr, "serving /metrics and /health");
+    }
+    Ok(())
+}
+
+/// Providers first: a missing key or database stops start-up, and the reporters
+/// find the lookups' ipinsights limiter to share.
+fn open_providers(config: &Config, metrics: &Metrics) -> Result<Arc<SharedProviders>, StartError> {
+    let shared = Arc::new(SharedProviders::new(metrics.registry().clone()));
+    for p in &config.pipelines {
+        crate::lookup::build::chain(&p.providers, &shared).map_err(|errors| {
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|e| format!("pipeline {}: {e}", p.name))
+                .collect();
+            StartError::Providers(lines.join("\n"))
+        })?;
+    }
+    Ok(shared)
+}
+
+/// How a pipeline ended.
+enum Ended {
+    Clean,
+    /// A one-shot run's stdout reader went away: done, not failed.
+    OutputClosed,
+    Failed,
+}
+
+type PipelineResult = (String, Result<pipeline::Summary, pipeline::PipelineError>);
+
+/// Logs how a pipeline ended.
+fn pipeline_ended(
+    joined: Result<PipelineResult, tokio::task::JoinError>,
+    closed_output_is_clean: bool,
+) -> Ended {
+    match joined {
+        Ok((name, Ok(summary))) => {
+            info!(pipeline = %name, events_in = summary.events_in, events_out = summary.events_out, dead_letters = summary.dead_letters, timed_out = summary.timed_out, "pipeline finished");
+            Ended::Clean
+        }
+        Ok((name, Err(e))) if closed_output_is_clean && is_broken_pipe(&e) => {
+            info!(pipeline = %name, "output closed by its reader");
+            Ended::OutputClosed
+        }
+        Ok((name, Err(e))) => {
+            let chain = error_chain(&e);
+            error!(pipeline = %name, error = %chain, "pipeline failed");
+            eprintln!("ipenrich: {chain}");
+            Ended::Failed
+        }
+        Err(e) => {
+            error!(error = %e, "pipeline task panicked");
+            Ended::Failed
+        }
+    }
+}
+
+/// Logs how a reporter ended; false when it failed.
+fn reporter_ended(joined: Result<ReporterResult, tokio::task::JoinError>) -> bool {
+    match joined {
+        Ok((name, Ok(summary))) => {
+            info!(reporter = %name, signals = summary.signals, decisions = summary.decisions, sent = summary.sent, "reporter finished");
+            true
+        }
+        Ok((name, Err(e))) => {
+            let chain = error_chain(&e);
+            error!(reporter = %name, error = %chain, "reporter failed");
+            eprintln!("ipenrich: reporter {name}: {chain}");
+            false
+        }
+        Err(e) => {
+            error!(error = %e, "reporter task panicked");
+            false
+        }
+    }
 }
 
 type ReporterResult = (
