@@ -14,8 +14,7 @@ use std::sync::Mutex;
 use serde::Deserialize;
 
 use super::http::{
-    body_message, fallback_status_error, lower, text, AsNumber, HttpClient, HttpSettings, RateInfo,
-    RawResponse,
+    self, body_message, lower, text, AsNumber, HttpClient, HttpSettings, RateInfo, RawResponse,
 };
 use super::{one_at_a_time, Answer, Provider, ProviderError, ProviderFuture};
 use crate::lookup::record::{AsnInfo, IntelRecord};
@@ -230,31 +229,24 @@ impl IpGeolocationClient {
 
 /// Maps the documented statuses (the body has only a `message`).
 fn status_error(response: &RawResponse, key: &Secret) -> Result<(), ProviderError> {
-    let status = response.status;
-    if status.is_success() {
-        return Ok(());
+    // The documented 429s (usage limit, surcharge limit) carry no code: a
+    // `Retry-After` says a pause helps (a rate window, the shared mapping), its
+    // absence that the subscription's allowance is spent.
+    if response.status.as_u16() == 429 && response.retry_after().is_none() {
+        return Err(ProviderError::QuotaExceeded {
+            message: body_message(&response.body, key),
+            retry_after: None,
+        });
     }
-    let message = body_message(&response.body, key);
-    Err(match status.as_u16() {
-        400 => ProviderError::InvalidInput { message },
-        401 => ProviderError::Unauthorized { message },
-        404 => ProviderError::NotFound { message },
-        423 => ProviderError::Unprocessable { message },
-        // The documented 429s (usage limit, surcharge limit) carry no code: a
-        // `Retry-After` says a pause helps (a rate window), its absence that the
-        // subscription's allowance is spent.
-        429 => match response.retry_after() {
-            Some(retry_after) => ProviderError::RateLimited {
-                retry_after: Some(retry_after),
-            },
-            None => ProviderError::QuotaExceeded {
-                message,
-                retry_after: None,
-            },
-        },
-        // 405 (we only GET) and 505 are our bugs; 499 is a timeout; 5xx server.
-        _ => fallback_status_error(status, message),
-    })
+    // 405 (we only GET) and 505 are our bugs; 499 is a timeout; 5xx server.
+    http::status_error(
+        response,
+        key,
+        &[
+            (404, |message| ProviderError::NotFound { message }),
+            (423, |message| ProviderError::Unprocessable { message }),
+        ],
+    )
 }
 
 /// IPGeolocation answer -> record: ASN facts only. Route counts, allocation and

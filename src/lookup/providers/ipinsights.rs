@@ -18,8 +18,8 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::http::{
-    body_message, fallback_status_error, lower, score_0_100, text, AsNumber, HttpClient,
-    HttpSettings, RateInfo, RawResponse,
+    self, body_message, lower, score_0_100, text, AsNumber, HttpClient, HttpSettings, RateInfo,
+    RawResponse,
 };
 use super::{Answer, Provider, ProviderError, ProviderFuture};
 use crate::lookup::record::{AsnInfo, GeoInfo, IntelRecord, ThreatInfo};
@@ -405,23 +405,17 @@ fn status_error(
     endpoint: Endpoint,
     key: &crate::secret::Secret,
 ) -> Result<(), ProviderError> {
-    let status = response.status;
-    if status.is_success() {
-        return Ok(());
-    }
-    let message = body_message(&response.body, key);
-    Err(match status.as_u16() {
-        400 if endpoint == Endpoint::Report && is_duplicate_message(&message) => {
-            ProviderError::Duplicate { message }
+    if response.status.as_u16() == 400 && endpoint == Endpoint::Report {
+        let message = body_message(&response.body, key);
+        if is_duplicate_message(&message) {
+            return Err(ProviderError::Duplicate { message });
         }
-        400 => ProviderError::InvalidInput { message },
-        401 => ProviderError::Unauthorized { message },
-        422 => ProviderError::Unprocessable { message },
-        429 => ProviderError::RateLimited {
-            retry_after: response.retry_after(),
-        },
-        _ => fallback_status_error(status, message),
-    })
+    }
+    http::status_error(
+        response,
+        key,
+        &[(422, |message| ProviderError::Unprocessable { message })],
+    )
 }
 
 /// The document says only "rate-limited at the application layer (HTTP 400)" for

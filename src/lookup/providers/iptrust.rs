@@ -11,8 +11,7 @@ use reqwest::header::HeaderName;
 use serde::Deserialize;
 
 use super::http::{
-    body_message, fallback_status_error, fraction_to_score, lower, text, AsNumber, HttpClient,
-    HttpSettings, RateInfo, RawResponse,
+    self, fraction_to_score, lower, text, AsNumber, HttpClient, HttpSettings, RateInfo, RawResponse,
 };
 use super::{one_at_a_time, Answer, Provider, ProviderError, ProviderFuture};
 use crate::lookup::record::{AsnInfo, GeoInfo, IntelRecord, ThreatInfo};
@@ -152,23 +151,14 @@ impl IpTrustClient {
     }
 }
 
+/// 429 is "exceeded your plan's request quota or rate limit": the two are not told
+/// apart, so it is a rate limit honouring Retry-After when sent.
 fn status_error(response: &RawResponse, key: &Secret) -> Result<(), ProviderError> {
-    let status = response.status;
-    if status.is_success() {
-        return Ok(());
-    }
-    let message = body_message(&response.body, key);
-    Err(match status.as_u16() {
-        400 => ProviderError::InvalidInput { message },
-        401 => ProviderError::Unauthorized { message },
-        403 => ProviderError::Forbidden { message },
-        // "exceeded your plan's request quota or rate limit": the two are not told
-        // apart, so this is a rate limit honouring Retry-After when sent.
-        429 => ProviderError::RateLimited {
-            retry_after: response.retry_after(),
-        },
-        _ => fallback_status_error(status, message),
-    })
+    http::status_error(
+        response,
+        key,
+        &[(403, |message| ProviderError::Forbidden { message })],
+    )
 }
 
 /// IPTrust answer -> `NoData` for bogons, else the record.
