@@ -210,44 +210,13 @@ impl Provider for CloudflareRadarClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simulate::examples;
     use bytes::Bytes;
     use reqwest::header::HeaderMap;
     use reqwest::StatusCode;
 
     /// "Returns Examples", verbatim.
-    const EXAMPLE: &str = r#"{
-  "result": {
-    "asn": {
-      "asn": 714,
-      "country": "GB",
-      "countryName": "United Kingdom",
-      "estimatedUsers": {
-        "locations": [
-          {
-            "locationAlpha2": "US",
-            "locationName": "United States",
-            "estimatedUsers": 16710
-          }
-        ],
-        "estimatedUsers": 86099
-      },
-      "name": "Apple Inc.",
-      "orgName": "orgName",
-      "related": [
-        {
-          "asn": 0,
-          "name": "name",
-          "aka": "aka",
-          "estimatedUsers": 65345
-        }
-      ],
-      "source": "RIPE",
-      "website": "https://www.apple.com/support/systemstatus/",
-      "aka": "aka"
-    }
-  },
-  "success": true
-}"#;
+    const EXAMPLE: &str = examples::CLOUDFLARE_ASN_714;
 
     #[test]
     fn example_response() {

@@ -289,28 +289,13 @@ impl Provider for IpGeolocationClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simulate::examples;
     use bytes::Bytes;
     use reqwest::header::HeaderMap;
     use reqwest::StatusCode;
 
     /// The 200 example of the spec, from YAML to JSON (whois text shortened to its first lines).
-    const EXAMPLE: &str = r##"{"asn": {
-        "as_number": "AS24940", "organization": "Hetzner Online GmbH", "country": "DE",
-        "type": "HOSTING", "domain": "hetzner.com", "date_allocated": "2002-06-03",
-        "asn_name": "HETZNER-AS", "allocation_status": "ASSIGNED",
-        "num_of_ipv4_routes": "84", "num_of_ipv6_routes": "6", "rir": "RIPE",
-        "peers": [
-            {"as_number": "AS58057", "description": "Securebit A", "country": "CH"},
-            {"as_number": "AS28792", "description": "Public Internet Ltd", "country": "GB"}],
-        "routes": ["78.46.0.0/15", "138.199.128.0/17"],
-        "upstreams": [
-            {"as_number": "AS12552", "description": "GlobalConnect AB", "country": "SE"},
-            {"as_number": "AS58057", "description": "Securebit AG", "country": "CH"}],
-        "downstreams": [
-            {"as_number": "AS209148", "description": "Securepoint GmbH", "country": "DE"},
-            {"as_number": "AS198167", "description": "Apptc.me s.r.o.", "country": "CZ"}],
-        "whois_response": "#\n# ARIN WHOIS data and services are subject to the Terms of Use\n#\nASNumber: 24940\nASName: HETZNER-AS\nOrgName: Hetzner Online GmbH\nCountry: DE\n...\n"
-    }}"##;
+    const EXAMPLE: &str = examples::IPGEOLOCATION_ASN_24940;
 
     #[test]
     fn example_response() {
