@@ -10,6 +10,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::config::KeySource;
+
 /// Why a secret could not be loaded. Never carries the secret itself.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -84,6 +86,15 @@ impl Secret {
         })?;
         let trimmed = text.trim_end_matches(['\n', '\r']);
         Self::checked(trimmed, format!("file {}", path.display()))
+    }
+
+    /// Reads the secret from where the config says it is: the one loader of API
+    /// keys, for lookups and reporters alike.
+    pub fn from_source(source: &KeySource) -> Result<Self, SecretError> {
+        match source {
+            KeySource::Env(var) => Self::from_env(var),
+            KeySource::File(path) => Self::from_file(path),
+        }
     }
 
     /// The secret text. Call it only where a request is built.

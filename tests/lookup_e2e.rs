@@ -31,13 +31,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ipenrich::simulate::accounting::FaultCounts;
-use ipenrich::simulate::{
-    self, FaultConfig, ProviderAccounting, RateLimitConfig, SimConfig, SimHandle,
-};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use ipenrich::simulate::{FaultConfig, ProviderAccounting, RateLimitConfig, SimConfig, SimHandle};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 /// Partitions of the input and output topics.
@@ -60,12 +56,6 @@ fn sim_config(faults: FaultConfig) -> SimConfig {
     });
     config.ipinsights.faults = faults;
     config
-}
-
-async fn start_sim(config: SimConfig) -> SimHandle {
-    simulate::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("simulator starts")
 }
 
 /// Runs the blocking body of a test (broker clients, the child) beside the
@@ -272,21 +262,7 @@ struct Reader {
 
 impl Reader {
     fn new(kafka: &str, topic: &str) -> Reader {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", kafka)
-            .set("group.id", unique("reader"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        let mut tpl = TopicPartitionList::new();
-        for p in md.topics()[0].partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&tpl).expect("assign");
+        let consumer = reader(kafka, topic, &[]);
         Reader {
             consumer,
             topic: topic.to_string(),

@@ -14,19 +14,22 @@
 //! read timeout, and the callers' deadlines are give-up bounds ([`GIVE_UP`]) that
 //! only a hung lookup reaches.
 
+mod common;
+
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::start_sim;
 use ipenrich::lookup::breaker::{BreakerSettings, BreakerState};
 use ipenrich::lookup::engine::{Engine, EngineSettings, Outcome};
 use ipenrich::lookup::providers::http::HttpSettings;
 use ipenrich::lookup::providers::ipinsights::IpInsightsClient;
 use ipenrich::lookup::rate_limit::RateSettings;
 use ipenrich::secret::Secret;
-use ipenrich::simulate::{self, FaultConfig, RateLimitConfig, SimConfig, SimHandle};
+use ipenrich::simulate::{FaultConfig, RateLimitConfig, SimConfig, SimHandle};
 use tokio::task::JoinSet;
 
 /// A caller's bound that only a hung lookup reaches: the engine answers at once
@@ -36,12 +39,6 @@ const GIVE_UP: Duration = Duration::from_secs(120);
 /// Read timeout of the clients: no healthy answer from the in-process simulator
 /// takes this long, however busy the machine.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn sim(config: SimConfig) -> SimHandle {
-    simulate::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-}
 
 fn client(sim: &SimHandle, read_timeout: Duration) -> Arc<IpInsightsClient> {
     let settings = HttpSettings::new(
@@ -142,7 +139,7 @@ async fn quota_economy_zipf_stream() {
         requests: 100_000_000,
         window_ms: 3_600_000,
     });
-    let sim = sim(config).await;
+    let sim = start_sim(config).await;
     let settings = EngineSettings {
         rate: generous_rate(),
         max_pending: NonZeroUsize::new(50_000).unwrap(),
@@ -205,7 +202,7 @@ async fn configured_below_the_simulator_limit_never_sees_429() {
         requests: 2_000,
         window_ms: 10_000,
     });
-    let sim = sim(config).await;
+    let sim = start_sim(config).await;
     let settings = EngineSettings {
         rate: RateSettings {
             requests_per_second: 100.0,
@@ -252,7 +249,7 @@ async fn stricter_simulator_retry_after_is_honoured_and_lookups_keep_answering()
         requests: 250,
         window_ms: 4_000,
     });
-    let sim = sim(config).await;
+    let sim = start_sim(config).await;
     let settings = EngineSettings {
         rate: RateSettings {
             window: Duration::from_secs(4),
@@ -326,7 +323,7 @@ impl std::ops::AddAssign for Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_fail_fast_breaker_opens_and_closes() {
-    let sim = sim(SimConfig::default()).await;
+    let sim = start_sim(SimConfig::default()).await;
     let open_for = Duration::from_millis(800);
     let settings = EngineSettings {
         rate: generous_rate(),

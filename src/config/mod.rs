@@ -31,102 +31,123 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     }
     let mut names = std::collections::HashSet::new();
     for (i, p) in config.pipelines.iter().enumerate() {
-        let at = |key: &str| format!("pipelines[{i}].{key}");
         if !names.insert(p.name.as_str()) {
-            problems.push((at("name"), format!("duplicate pipeline name {:?}", p.name)));
-        }
-        if p.name.is_empty()
-            || !p
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
             problems.push((
-                at("name"),
-                "use letters, digits, '-' and '_' only".to_string(),
+                format!("pipelines[{i}].name"),
+                format!("duplicate pipeline name {:?}", p.name),
             ));
         }
-        if let SourceConfig::Kafka(k) = &p.source {
-            if k.topics.is_empty() {
+        validate_pipeline(p, &|key| format!("pipelines[{i}].{key}"), &mut problems);
+    }
+    validate_reporters(&config.reporters, &mut problems);
+    problems
+}
+
+/// One pipeline on its own: name, topics that do not loop, outputs that differ,
+/// brokers, something to extract, limits. `at` makes a key's full path.
+fn validate_pipeline(
+    p: &PipelineConfig,
+    at: &dyn Fn(&str) -> String,
+    problems: &mut Vec<(String, String)>,
+) {
+    if p.name.is_empty()
+        || !p
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        problems.push((
+            at("name"),
+            "use letters, digits, '-' and '_' only".to_string(),
+        ));
+    }
+    if let SourceConfig::Kafka(k) = &p.source {
+        if k.topics.is_empty() {
+            problems.push((
+                at("source.kafka.topics"),
+                "at least one topic is required".into(),
+            ));
+        }
+        if k.group_id.is_empty() {
+            problems.push((at("source.kafka.group_id"), "must not be empty".into()));
+        }
+        if let SinkConfig::Kafka(s) = &p.sink {
+            if k.topics.iter().any(|t| t == &s.topic) {
                 problems.push((
-                    at("source.kafka.topics"),
-                    "at least one topic is required".into(),
+                    at("sink.kafka.topic"),
+                    format!("{:?} is also a source topic: events would loop", s.topic),
                 ));
             }
-            if k.group_id.is_empty() {
-                problems.push((at("source.kafka.group_id"), "must not be empty".into()));
-            }
-            if let SinkConfig::Kafka(s) = &p.sink {
-                if k.topics.iter().any(|t| t == &s.topic) {
-                    problems.push((
-                        at("sink.kafka.topic"),
-                        format!("{:?} is also a source topic: events would loop", s.topic),
-                    ));
-                }
-            }
         }
-        match (&p.sink, &p.dead_letter) {
-            (SinkConfig::Kafka(s), Some(DeadLetterConfig::Kafka(d))) if s.topic == d.topic => {
+    }
+    match (&p.sink, &p.dead_letter) {
+        (SinkConfig::Kafka(s), Some(DeadLetterConfig::Kafka(d))) if s.topic == d.topic => {
+            problems.push((
+                at("dead_letter.kafka.topic"),
+                "must differ from the sink topic".into(),
+            ));
+        }
+        (SinkConfig::File(s), Some(DeadLetterConfig::File(d))) if s.path == d.path => {
+            problems.push((
+                at("dead_letter.file.path"),
+                "must differ from the sink path".into(),
+            ));
+        }
+        _ => {}
+    }
+    let needs_brokers = matches!(p.sink, SinkConfig::Kafka(_))
+        || matches!(p.dead_letter, Some(DeadLetterConfig::Kafka(_)));
+    let has_brokers = matches!(p.source, SourceConfig::Kafka(_))
+        || matches!(&p.sink, SinkConfig::Kafka(s) if s.brokers.is_some())
+        || matches!(&p.dead_letter, Some(DeadLetterConfig::Kafka(d)) if d.brokers.is_some());
+    if needs_brokers && !has_brokers {
+        problems.push((
+            at("sink.kafka.brokers"),
+            "brokers are required when the source is not kafka".into(),
+        ));
+    }
+    if p.extract.fields.is_empty() && p.extract.text.is_empty() && !p.extract.scan_all_strings {
+        problems.push((
+            at("extract"),
+            "nothing to extract: give `fields`, `text` or `scan_all_strings: true`".into(),
+        ));
+    }
+    if p.limits.max_ips_per_event == 0 {
+        problems.push((at("limits.max_ips_per_event"), "must be at least 1".into()));
+    }
+    if p.limits.max_in_flight == 0 {
+        problems.push((at("limits.max_in_flight"), "must be at least 1".into()));
+    }
+    if p.limits.max_in_flight_bytes == 0 {
+        problems.push((
+            at("limits.max_in_flight_bytes"),
+            "must be at least 1".into(),
+        ));
+    }
+    match p.output_message_max_bytes() {
+        Some(Err(e)) => problems.push((at("sink.kafka.options"), e)),
+        Some(Ok(max)) => {
+            let event = p.max_event_bytes();
+            if event.saturating_add(ENRICHMENT_HEADROOM) > max {
                 problems.push((
-                    at("dead_letter.kafka.topic"),
-                    "must differ from the sink topic".into(),
-                ));
-            }
-            (SinkConfig::File(s), Some(DeadLetterConfig::File(d))) if s.path == d.path => {
-                problems.push((
-                    at("dead_letter.file.path"),
-                    "must differ from the sink path".into(),
-                ));
-            }
-            _ => {}
-        }
-        let needs_brokers = matches!(p.sink, SinkConfig::Kafka(_))
-            || matches!(p.dead_letter, Some(DeadLetterConfig::Kafka(_)));
-        let has_brokers = matches!(p.source, SourceConfig::Kafka(_))
-            || matches!(&p.sink, SinkConfig::Kafka(s) if s.brokers.is_some())
-            || matches!(&p.dead_letter, Some(DeadLetterConfig::Kafka(d)) if d.brokers.is_some());
-        if needs_brokers && !has_brokers {
-            problems.push((
-                at("sink.kafka.brokers"),
-                "brokers are required when the source is not kafka".into(),
-            ));
-        }
-        if p.extract.fields.is_empty() && p.extract.text.is_empty() && !p.extract.scan_all_strings {
-            problems.push((
-                at("extract"),
-                "nothing to extract: give `fields`, `text` or `scan_all_strings: true`".into(),
-            ));
-        }
-        if p.limits.max_ips_per_event == 0 {
-            problems.push((at("limits.max_ips_per_event"), "must be at least 1".into()));
-        }
-        if p.limits.max_in_flight == 0 {
-            problems.push((at("limits.max_in_flight"), "must be at least 1".into()));
-        }
-        if p.limits.max_in_flight_bytes == 0 {
-            problems.push((
-                at("limits.max_in_flight_bytes"),
-                "must be at least 1".into(),
-            ));
-        }
-        match p.output_message_max_bytes() {
-            Some(Err(e)) => problems.push((at("sink.kafka.options"), e)),
-            Some(Ok(max)) => {
-                let event = p.max_event_bytes();
-                if event.saturating_add(ENRICHMENT_HEADROOM) > max {
-                    problems.push((
                         at("limits.max_event_bytes"),
                         format!(
                             "{event} leaves less than {ENRICHMENT_HEADROOM} bytes for the enrichment, key and headers under the sink's message.max.bytes ({max}); lower it or raise message.max.bytes"
                         ),
                     ));
-                }
             }
-            None => {}
         }
+        None => {}
     }
+}
+
+/// Each reporter, and names used once.
+fn validate_reporters(
+    reporters: &[crate::report::ReporterConfig],
+    problems: &mut Vec<(String, String)>,
+) {
     let mut reporter_names = std::collections::HashSet::new();
-    for (i, r) in config.reporters.iter().enumerate() {
+    for (i, r) in reporters.iter().enumerate() {
         if !reporter_names.insert(r.name.as_str()) {
             problems.push((
                 format!("reporters[{i}].name"),
@@ -141,5 +162,4 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             );
         }
     }
-    problems
 }

@@ -54,11 +54,7 @@ fn default_base_url(kind: &str) -> &'static str {
 
 /// Reads an API key from where the config says it is.
 pub fn secret(source: &KeySource) -> Result<Secret, String> {
-    match source {
-        KeySource::Env(var) => Secret::from_env(var),
-        KeySource::File(path) => Secret::from_file(path),
-    }
-    .map_err(|e| error_chain(&e))
+    Secret::from_source(source).map_err(|e| error_chain(&e))
 }
 
 fn settings(url: &str, key: Secret, t: &TimeoutsConfig) -> Result<HttpSettings, String> {

@@ -339,30 +339,43 @@ pub struct ReporterSettings {
     pub max_attempts: u32,
 }
 
+/// `(key, problem)` pairs, in the order they were found.
+type Problems = Vec<(String, String)>;
+
 impl ReporterConfig {
     /// Checks everything the parser cannot; returns `(key, problem)` for every problem.
-    pub fn validate(&self) -> Result<ReporterSettings, Vec<(String, String)>> {
-        let mut problems: Vec<(String, String)> = Vec::new();
-        let mut bad = |key: String, problem: String| problems.push((key, problem));
+    pub fn validate(&self) -> Result<ReporterSettings, Problems> {
+        let mut problems = Problems::new();
+        self.check_name_and_topics(&mut problems);
+        self.check_limits(&mut problems);
+        self.check_ipinsights(&mut problems);
+        if let Err(problem) = check_template(&self.comment.template) {
+            problems.push(("comment.template".into(), problem));
+        }
+        let redact = self.redact(&mut problems);
+        let rules = self.rules(&mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(self.settings(rules, redact))
+    }
+
+    /// The name, the brokers, and input and output topics that do not overlap.
+    fn check_name_and_topics(&self, problems: &mut Problems) {
+        let mut bad = |key: &str, problem: String| problems.push((key.into(), problem));
         if self.name.is_empty()
             || !self
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            bad(
-                "name".into(),
-                "use letters, digits, '-' and '_' only".into(),
-            );
+            bad("name", "use letters, digits, '-' and '_' only".into());
         }
         if self.brokers.trim().is_empty() {
-            bad("brokers".into(), "must not be empty".into());
+            bad("brokers", "must not be empty".into());
         }
         if self.topics.is_empty() {
-            bad(
-                "topics".into(),
-                "at least one enriched topic is required".into(),
-            );
+            bad("topics", "at least one enriched topic is required".into());
         }
         let mut own = vec![
             ("signals_topic", &self.signals_topic),
@@ -374,145 +387,99 @@ impl ReporterConfig {
         let mut seen = HashSet::new();
         for (key, topic) in &own {
             if topic.is_empty() {
-                bad((*key).into(), "must not be empty".into());
+                bad(key, "must not be empty".into());
             } else if self.topics.contains(topic) {
                 bad(
-                    (*key).into(),
+                    key,
                     format!("{topic:?} is also an input topic: signals would loop"),
                 );
             } else if !seen.insert(topic.as_str()) {
-                bad((*key).into(), format!("{topic:?} is used twice"));
+                bad(key, format!("{topic:?} is used twice"));
             }
         }
+    }
+
+    /// Cooldown, daily cap and attempts.
+    fn check_limits(&self, problems: &mut Problems) {
         if self.cooldown < MIN_COOLDOWN {
-            bad(
+            problems.push((
                 "cooldown".into(),
                 format!(
                     "{} is below the provider's 15 minute duplicate window",
                     super::fmt_duration(self.cooldown)
                 ),
-            );
+            ));
         }
         if self.daily_cap == 0 {
-            bad("daily_cap".into(), "must be at least 1".into());
+            problems.push(("daily_cap".into(), "must be at least 1".into()));
         }
         if self.max_attempts == 0 {
-            bad("max_attempts".into(), "must be at least 1".into());
+            problems.push(("max_attempts".into(), "must be at least 1".into()));
         }
+    }
+
+    /// An endpoint and a key unless in dry-run.
+    fn check_ipinsights(&self, problems: &mut Problems) {
         match &self.ipinsights {
-            None if !self.dry_run => bad(
+            None if !self.dry_run => problems.push((
                 "ipinsights".into(),
                 "required when dry_run is false (base_url and api_key)".into(),
-            ),
+            )),
             Some(i) => {
                 if i.api_key.is_none() && !self.dry_run {
-                    bad(
+                    problems.push((
                         "ipinsights.api_key".into(),
                         "required when dry_run is false ({env: VAR} or {file: PATH})".into(),
-                    );
+                    ));
                 }
                 if let Err(e) = reqwest::Url::parse(&i.base_url) {
-                    bad("ipinsights.base_url".into(), format!("does not parse: {e}"));
+                    problems.push(("ipinsights.base_url".into(), format!("does not parse: {e}")));
                 }
             }
             None => {}
         }
-        let template = &self.comment.template;
-        if let Err(problem) = check_template(template) {
-            bad("comment.template".into(), problem);
-        }
+    }
+
+    /// The compiled redaction patterns.
+    fn redact(&self, problems: &mut Problems) -> Vec<Regex> {
         let mut redact = Vec::new();
         for (i, r) in self.comment.redact.iter().enumerate() {
             match Regex::new(r) {
                 Ok(re) => redact.push(re),
-                Err(e) => bad(format!("comment.redact[{i}]"), format!("bad regex: {e}")),
+                Err(e) => {
+                    problems.push((format!("comment.redact[{i}]"), format!("bad regex: {e}")))
+                }
             }
         }
+        redact
+    }
+
+    /// The checked rules, named once each.
+    fn rules(&self, problems: &mut Problems) -> Vec<Rule> {
         if self.rules.is_empty() {
-            bad("rules".into(), "at least one rule is required".into());
+            problems.push(("rules".into(), "at least one rule is required".into()));
         }
         let mut names = HashSet::new();
         let mut rules = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
-            let at = |k: &str| format!("rules[{i}].{k}");
             if r.name.is_empty() {
-                bad(at("name"), "must not be empty".into());
+                problems.push((format!("rules[{i}].name"), "must not be empty".into()));
             } else if !names.insert(r.name.as_str()) {
-                bad(at("name"), format!("duplicate rule name {:?}", r.name));
+                problems.push((
+                    format!("rules[{i}].name"),
+                    format!("duplicate rule name {:?}", r.name),
+                ));
             }
-            let mut distinct = r.categories.clone();
-            distinct.sort_by_key(|c| *c as u8);
-            distinct.dedup();
-            if distinct.is_empty() || distinct.len() > MAX_REPORT_CATEGORIES {
-                bad(
-                    at("categories"),
-                    format!("give 1 to {MAX_REPORT_CATEGORIES} distinct categories"),
-                );
-            }
-            if r.maxretry == 0 {
-                bad(at("maxretry"), "must be at least 1".into());
-            }
-            if r.findtime.is_zero() {
-                bad(at("findtime"), "must be longer than 0s".into());
-            }
-            if r.min_threat_score.is_some_and(|s| s > 100) {
-                bad(at("min_threat_score"), "scores go from 0 to 100".into());
-            }
-            if r.when.is_empty() {
-                bad(at("when"), "at least one condition is required".into());
-            }
-            let mut when = Vec::new();
-            for (j, c) in r.when.iter().enumerate() {
-                match c.check() {
-                    Ok(op) => when.push(Condition {
-                        path: c.field.split('.').map(str::to_owned).collect(),
-                        field: c.field.clone(),
-                        op,
-                    }),
-                    Err(problem) => bad(format!("rules[{i}].when[{j}]"), problem),
-                }
-            }
-            let a = &r.attacker;
-            let attacker = match (&a.role, &a.field, &a.capture) {
-                (Some(role), None, None) => Some(Attacker::Role(role.clone())),
-                (None, Some(field), None) => Some(Attacker::Field(field.clone())),
-                (None, None, Some(group)) => {
-                    let has_group = when.iter().any(|c| {
-                        matches!(&c.op, Op::Matches(re) if re.capture_names().flatten().any(|n| n == group))
-                    });
-                    if !has_group {
-                        bad(
-                            at("attacker.capture"),
-                            format!("no `matches` regex of this rule has a group named {group:?}"),
-                        );
-                    }
-                    Some(Attacker::Capture(group.clone()))
-                }
-                _ => {
-                    bad(
-                        at("attacker"),
-                        "give exactly one of role, field and capture".into(),
-                    );
-                    None
-                }
-            };
-            if let Some(attacker) = attacker {
-                rules.push(Rule {
-                    name: r.name.clone(),
-                    when,
-                    attacker,
-                    categories: distinct,
-                    source: r.source,
-                    maxretry: r.maxretry,
-                    findtime: r.findtime,
-                    min_threat_score: r.min_threat_score,
-                });
+            if let Some(rule) = r.check(i, problems) {
+                rules.push(rule);
             }
         }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        Ok(ReporterSettings {
+        rules
+    }
+
+    /// The settings of a config that validated.
+    fn settings(&self, rules: Vec<Rule>, redact: Vec<Regex>) -> ReporterSettings {
+        ReporterSettings {
             name: self.name.clone(),
             brokers: self.brokers.clone(),
             topics: self.topics.clone(),
@@ -533,12 +500,98 @@ impl ReporterConfig {
             cooldown: self.cooldown,
             daily_cap: self.daily_cap,
             dry_run: self.dry_run,
-            template: template.clone(),
+            template: self.comment.template.clone(),
             redact,
             ipinsights: self.ipinsights.clone(),
             audit: self.audit.clone(),
             max_attempts: self.max_attempts,
+        }
+    }
+}
+
+impl RuleConfig {
+    /// The checked rule `rules[i]`, or None when its attacker selector is wrong;
+    /// every problem goes to `problems`.
+    fn check(&self, i: usize, problems: &mut Problems) -> Option<Rule> {
+        let at = |k: &str| format!("rules[{i}].{k}");
+        let mut distinct = self.categories.clone();
+        distinct.sort_by_key(|c| *c as u8);
+        distinct.dedup();
+        if distinct.is_empty() || distinct.len() > MAX_REPORT_CATEGORIES {
+            problems.push((
+                at("categories"),
+                format!("give 1 to {MAX_REPORT_CATEGORIES} distinct categories"),
+            ));
+        }
+        if self.maxretry == 0 {
+            problems.push((at("maxretry"), "must be at least 1".into()));
+        }
+        if self.findtime.is_zero() {
+            problems.push((at("findtime"), "must be longer than 0s".into()));
+        }
+        if self.min_threat_score.is_some_and(|s| s > 100) {
+            problems.push((at("min_threat_score"), "scores go from 0 to 100".into()));
+        }
+        if self.when.is_empty() {
+            problems.push((at("when"), "at least one condition is required".into()));
+        }
+        let mut when = Vec::new();
+        for (j, c) in self.when.iter().enumerate() {
+            match c.check() {
+                Ok(op) => when.push(Condition {
+                    path: c.field.split('.').map(str::to_owned).collect(),
+                    field: c.field.clone(),
+                    op,
+                }),
+                Err(problem) => problems.push((format!("rules[{i}].when[{j}]"), problem)),
+            }
+        }
+        let attacker = match self.attacker.check(&when) {
+            Ok(attacker) => attacker,
+            Err((key, problem)) => {
+                // A problem fails the whole config: the rule is not needed.
+                problems.push((at(key), problem));
+                return None;
+            }
+        };
+        Some(Rule {
+            name: self.name.clone(),
+            when,
+            attacker,
+            categories: distinct,
+            source: self.source,
+            maxretry: self.maxretry,
+            findtime: self.findtime,
+            min_threat_score: self.min_threat_score,
         })
+    }
+}
+
+impl AttackerConfig {
+    /// The selector; a capture group must be named by one of the rule's `matches`
+    /// regexes. Errors are `(key below the rule, problem)`.
+    fn check(&self, when: &[Condition]) -> Result<Attacker, (&'static str, String)> {
+        match (&self.role, &self.field, &self.capture) {
+            (Some(role), None, None) => Ok(Attacker::Role(role.clone())),
+            (None, Some(field), None) => Ok(Attacker::Field(field.clone())),
+            (None, None, Some(group)) => {
+                let has_group = when.iter().any(|c| {
+                    matches!(&c.op, Op::Matches(re) if re.capture_names().flatten().any(|n| n == group))
+                });
+                if has_group {
+                    Ok(Attacker::Capture(group.clone()))
+                } else {
+                    Err((
+                        "attacker.capture",
+                        format!("no `matches` regex of this rule has a group named {group:?}"),
+                    ))
+                }
+            }
+            _ => Err((
+                "attacker",
+                "give exactly one of role, field and capture".into(),
+            )),
+        }
     }
 }
 

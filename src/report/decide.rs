@@ -8,6 +8,7 @@
 //! are revoked, their IPs are forgotten. A restore that fails stops the reporter:
 //! deciding without the ledger could repeat reports.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::config::{AuditConfig, ReporterSettings};
+use super::kafka::Clients;
 use super::rules::{render_comment, CommentVars, Signal};
 use super::state::{Book, Candidate, Clock, IpState, Verdict};
 use super::submit::{
@@ -40,7 +42,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Reads changelog partitions back.
 struct Restorer {
     brokers: String,
-    options: std::collections::BTreeMap<String, String>,
+    options: BTreeMap<String, String>,
     topic: String,
     group: String,
 }
@@ -53,11 +55,13 @@ impl Restorer {
             partition,
             reason,
         };
-        let mut cc = super::client_config(&self.brokers, &self.options, &self.group);
-        cc.set("group.id", &self.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
-        let consumer: BaseConsumer = cc.create().map_err(|e| fail(e.to_string()))?;
+        let clients = Clients {
+            brokers: &self.brokers,
+            options: &self.options,
+        };
+        let consumer = clients
+            .reading_consumer(&self.group, &self.group)
+            .map_err(|e| fail(e.to_string()))?;
         let (low, high) = consumer
             .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
             .map_err(|e| fail(e.to_string()))?;
@@ -229,90 +233,30 @@ pub async fn run(
 ) -> Result<(u64, u64), ReportError> {
     let reporter = settings.name.as_str();
     let client_id = format!("ipenrich-report-{reporter}-decide");
-    let submitter = match (&settings.ipinsights, settings.dry_run) {
-        (_, true) => None,
-        (None, false) => {
-            return Err(ReportError::Config(
-                "ipinsights is required unless dry_run".into(),
-            ))
-        }
-        (Some(i), false) => {
-            let key = match &i.api_key {
-                Some(crate::config::KeySource::Env(var)) => Secret::from_env(var)?,
-                Some(crate::config::KeySource::File(path)) => Secret::from_file(path)?,
-                None => {
-                    return Err(ReportError::Config(
-                        "ipinsights.api_key is required unless dry_run".into(),
-                    ))
-                }
-            };
-            let client = IpInsightsClient::new(&HttpSettings::new(&i.base_url, key)?)?;
-            Some(Submitter::new(client, permits, settings.max_attempts))
-        }
-    };
-    let audit = match &settings.audit {
-        AuditConfig::File(f) => AuditSink::file(f.path.clone()).await?,
-        AuditConfig::Kafka(k) => AuditSink::Kafka {
-            producer: super::producer(&settings.brokers, &settings.options, &client_id)?,
-            topic: k.topic.clone(),
-        },
-    };
-    let changelog = super::producer(&settings.brokers, &settings.options, &client_id)?;
+    let submitter = submitter(settings, permits)?;
+    let audit = audit_sink(settings, &client_id).await?;
+    let changelog = settings.clients().producer(&client_id)?;
     let book = Arc::new(Mutex::new(Book::new(settings)));
     let failed = Arc::new(Mutex::new(None));
-    let context = DecideContext {
-        book: book.clone(),
-        restorer: Restorer {
-            brokers: settings.brokers.clone(),
-            options: settings.options.clone(),
-            topic: settings.changelog_topic.clone(),
-            group: format!("{}-restore", settings.decision_group_id),
-        },
-        signals_topic: settings.signals_topic.clone(),
-        failed: failed.clone(),
-        reporter: reporter.to_owned(),
+    let consumer = subscribe(settings, &client_id, &book, &failed)?;
+    let mut decider = Decider {
+        settings,
+        book,
+        changelog,
+        submitter,
+        clock: Clock::system(),
+        sent: 0,
     };
-    let mut cc = super::client_config(&settings.brokers, &settings.options, &client_id);
-    cc.set("group.id", &settings.decision_group_id)
-        .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000");
-    let consumer: StreamConsumer<DecideContext> =
-        cc.create_with_context(context)
-            .map_err(|source| ReportError::Kafka {
-                what: "decision consumer create",
-                source,
-            })?;
-    let signal_partitions = partitions(&consumer, &settings.signals_topic)?;
-    let changelog_partitions = partitions(&consumer, &settings.changelog_topic)?;
-    if changelog_partitions < signal_partitions {
-        return Err(ReportError::Topology(format!(
-            "changelog topic {} has {changelog_partitions} partitions, the signals topic {} has {signal_partitions}: it needs at least as many",
-            settings.changelog_topic, settings.signals_topic
-        )));
-    }
-    consumer
-        .subscribe(&[&settings.signals_topic])
-        .map_err(|source| ReportError::Kafka {
-            what: "decision subscribe",
-            source,
-        })?;
-    let clock = Clock::system();
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (mut decisions, mut sent) = (0u64, 0u64);
+    let mut decisions = 0u64;
     info!(reporter, topic = %settings.signals_topic, dry_run = settings.dry_run, "decision stage running");
     loop {
         let msg = tokio::select! {
             biased;
             _ = stopped(&mut stop) => break,
             _ = sweep.tick() => {
-                let gone = book.lock().expect("book lock").sweep(clock.now_ms());
-                for (p, ip) in gone {
-                    write_state(&changelog, &settings.changelog_topic, p, ip, None).await?;
-                }
+                decider.sweep().await?;
                 continue;
             }
             msg = consumer.recv() => msg,
@@ -340,89 +284,9 @@ pub async fn run(
             let _ = consumer.store_offset(&settings.signals_topic, partition, offset);
             continue;
         };
-        let now = clock.now_ms();
-        let (verdict, dirty, snapshot) = {
-            let mut b = book.lock().expect("book lock");
-            let (verdict, dirty) = b.on_signal(partition, &signal, now);
-            let snapshot = dirty.then(|| b.state(&signal.ip).cloned()).flatten();
-            (verdict, dirty, snapshot)
-        };
-        if dirty {
-            write_state(
-                &changelog,
-                &settings.changelog_topic,
-                partition,
-                signal.ip,
-                snapshot.as_ref(),
-            )
-            .await?;
-        }
-        let mut record = AuditRecord {
-            at_ms: now,
-            reporter: reporter.to_owned(),
-            ip: signal.ip,
-            outcome: Outcome::BelowThreshold,
-            rule: signal.rule.clone(),
-            count: None,
-            categories: Vec::new(),
-            source: None,
-            comment: None,
-            report_id: None,
-            error: None,
-            dry_run: settings.dry_run,
-        };
-        let mut stopping = false;
-        record.outcome = match verdict {
-            Verdict::NotPublic => Outcome::NotPublic,
-            Verdict::AllowListed => Outcome::AllowListed,
-            Verdict::BelowThreshold { count } => {
-                record.count = Some(count);
-                Outcome::BelowThreshold
-            }
-            Verdict::Cooldown => Outcome::Cooldown,
-            Verdict::Capped => Outcome::Capped,
-            Verdict::Report(c) => {
-                let request = request(settings, &c);
-                record.count = Some(c.count);
-                record.categories = request.categories.clone();
-                record.source = request.source;
-                record.comment = request.comment.clone();
-                match &submitter {
-                    None => {
-                        info!(reporter, rule = %c.rule, count = c.count, "dry run: would report");
-                        Outcome::DryRun
-                    }
-                    Some(s) => match s.send(&request, &mut stop).await {
-                        Sent::Accepted(id) => {
-                            record.report_id = Some(id);
-                            sent += 1;
-                            Outcome::Sent
-                        }
-                        Sent::Duplicate => Outcome::Deduplicated,
-                        Sent::Failed { error, retryable } => {
-                            warn!(reporter, rule = %c.rule, %error, retryable, "report failed");
-                            if retryable {
-                                revert(&book, &c, &changelog, &settings.changelog_topic, partition)
-                                    .await?;
-                            }
-                            record.error = Some(error);
-                            Outcome::Failed
-                        }
-                        Sent::Stopped => {
-                            // Not sent: undo and leave the offset unstored, so the
-                            // next owner decides this signal again.
-                            revert(&book, &c, &changelog, &settings.changelog_topic, partition)
-                                .await?;
-                            stopping = true;
-                            Outcome::Failed
-                        }
-                    },
-                }
-            }
-        };
-        if stopping {
+        let Some(record) = decider.decide(partition, &signal, &mut stop).await? else {
             break;
-        }
+        };
         audit.write(&record).await?;
         metrics.decision(reporter, record.outcome);
         decisions += 1;
@@ -433,23 +297,238 @@ pub async fn run(
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         debug!(reporter, error = %e, "final decision commit");
     }
+    let sent = decider.sent;
     info!(reporter, decisions, sent, "decision stage stopped");
     Ok((decisions, sent))
 }
 
-async fn revert(
-    book: &Mutex<Book>,
-    c: &Candidate,
-    changelog: &FutureProducer,
-    topic: &str,
-    partition: i32,
-) -> Result<(), ReportError> {
-    let snapshot = {
-        let mut b = book.lock().expect("book lock");
-        b.revert(c);
-        b.state(&c.ip).cloned()
+/// The ipinsights submitter, or none in dry-run.
+fn submitter(
+    settings: &ReporterSettings,
+    permits: Arc<dyn Permits>,
+) -> Result<Option<Submitter>, ReportError> {
+    match (&settings.ipinsights, settings.dry_run) {
+        (_, true) => Ok(None),
+        (None, false) => Err(ReportError::Config(
+            "ipinsights is required unless dry_run".into(),
+        )),
+        (Some(i), false) => {
+            let Some(source) = &i.api_key else {
+                return Err(ReportError::Config(
+                    "ipinsights.api_key is required unless dry_run".into(),
+                ));
+            };
+            let key = Secret::from_source(source)?;
+            let client = IpInsightsClient::new(&HttpSettings::new(&i.base_url, key)?)?;
+            Ok(Some(Submitter::new(client, permits, settings.max_attempts)))
+        }
+    }
+}
+
+/// Where decisions are audited.
+async fn audit_sink(
+    settings: &ReporterSettings,
+    client_id: &str,
+) -> Result<AuditSink, ReportError> {
+    Ok(match &settings.audit {
+        AuditConfig::File(f) => AuditSink::file(f.path.clone()).await?,
+        AuditConfig::Kafka(k) => AuditSink::Kafka {
+            producer: settings.clients().producer(client_id)?,
+            topic: k.topic.clone(),
+        },
+    })
+}
+
+/// The decision consumer, subscribed once the topics are known to fit together;
+/// its rebalances restore into `book` and record a failed restore in `failed`.
+fn subscribe(
+    settings: &ReporterSettings,
+    client_id: &str,
+    book: &Arc<Mutex<Book>>,
+    failed: &Arc<Mutex<Option<ReportError>>>,
+) -> Result<StreamConsumer<DecideContext>, ReportError> {
+    let context = DecideContext {
+        book: book.clone(),
+        restorer: Restorer {
+            brokers: settings.brokers.clone(),
+            options: settings.options.clone(),
+            topic: settings.changelog_topic.clone(),
+            group: format!("{}-restore", settings.decision_group_id),
+        },
+        signals_topic: settings.signals_topic.clone(),
+        failed: failed.clone(),
+        reporter: settings.name.clone(),
     };
-    write_state(changelog, topic, partition, c.ip, snapshot.as_ref()).await
+    let consumer = settings.clients().stage_consumer(
+        client_id,
+        &settings.decision_group_id,
+        context,
+        "decision consumer create",
+    )?;
+    let signal_partitions = partitions(&consumer, &settings.signals_topic)?;
+    let changelog_partitions = partitions(&consumer, &settings.changelog_topic)?;
+    if changelog_partitions < signal_partitions {
+        return Err(ReportError::Topology(format!(
+            "changelog topic {} has {changelog_partitions} partitions, the signals topic {} has {signal_partitions}: it needs at least as many",
+            settings.changelog_topic, settings.signals_topic
+        )));
+    }
+    consumer
+        .subscribe(&[&settings.signals_topic])
+        .map_err(|source| ReportError::Kafka {
+            what: "decision subscribe",
+            source,
+        })?;
+    Ok(consumer)
+}
+
+/// Takes verdicts on the book, keeps the changelog in step, sends reports.
+struct Decider<'a> {
+    settings: &'a ReporterSettings,
+    book: Arc<Mutex<Book>>,
+    /// Producer of the changelog topic.
+    changelog: FutureProducer,
+    /// None in dry-run.
+    submitter: Option<Submitter>,
+    clock: Clock,
+    /// Reports accepted by the provider.
+    sent: u64,
+}
+
+impl Decider<'_> {
+    /// Forgets IPs with nothing left to remember, tombstoning them.
+    async fn sweep(&self) -> Result<(), ReportError> {
+        let gone = self
+            .book
+            .lock()
+            .expect("book lock")
+            .sweep(self.clock.now_ms());
+        for (p, ip) in gone {
+            self.write(p, ip, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Decides one signal: the verdict, its changelog write, the report. Returns the
+    /// audit record, or None when stopping interrupted the report (undone, so the
+    /// next owner decides the signal again).
+    async fn decide(
+        &mut self,
+        partition: i32,
+        signal: &Signal,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<AuditRecord>, ReportError> {
+        let now = self.clock.now_ms();
+        let (verdict, dirty, snapshot) = {
+            let mut b = self.book.lock().expect("book lock");
+            let (verdict, dirty) = b.on_signal(partition, signal, now);
+            let snapshot = dirty.then(|| b.state(&signal.ip).cloned()).flatten();
+            (verdict, dirty, snapshot)
+        };
+        if dirty {
+            self.write(partition, signal.ip, snapshot.as_ref()).await?;
+        }
+        let mut record = AuditRecord {
+            at_ms: now,
+            reporter: self.settings.name.clone(),
+            ip: signal.ip,
+            outcome: Outcome::BelowThreshold,
+            rule: signal.rule.clone(),
+            count: None,
+            categories: Vec::new(),
+            source: None,
+            comment: None,
+            report_id: None,
+            error: None,
+            dry_run: self.settings.dry_run,
+        };
+        record.outcome = match verdict {
+            Verdict::NotPublic => Outcome::NotPublic,
+            Verdict::AllowListed => Outcome::AllowListed,
+            Verdict::BelowThreshold { count } => {
+                record.count = Some(count);
+                Outcome::BelowThreshold
+            }
+            Verdict::Cooldown => Outcome::Cooldown,
+            Verdict::Capped => Outcome::Capped,
+            Verdict::Report(c) => match self.report(partition, &c, &mut record, stop).await? {
+                Some(outcome) => outcome,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(record))
+    }
+
+    /// Sends the report of a candidate (or, in dry-run, does not) and fills `record`
+    /// in. A report that failed retryably, or was interrupted by stopping, is undone
+    /// in the book and the changelog; None means stopping interrupted it.
+    async fn report(
+        &mut self,
+        partition: i32,
+        c: &Candidate,
+        record: &mut AuditRecord,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Outcome>, ReportError> {
+        let reporter = self.settings.name.as_str();
+        let request = request(self.settings, c);
+        record.count = Some(c.count);
+        record.categories = request.categories.clone();
+        record.source = request.source;
+        record.comment = request.comment.clone();
+        let Some(s) = &self.submitter else {
+            info!(reporter, rule = %c.rule, count = c.count, "dry run: would report");
+            return Ok(Some(Outcome::DryRun));
+        };
+        Ok(Some(match s.send(&request, stop).await {
+            Sent::Accepted(id) => {
+                record.report_id = Some(id);
+                self.sent += 1;
+                Outcome::Sent
+            }
+            Sent::Duplicate => Outcome::Deduplicated,
+            Sent::Failed { error, retryable } => {
+                warn!(reporter, rule = %c.rule, %error, retryable, "report failed");
+                if retryable {
+                    self.revert(c, partition).await?;
+                }
+                record.error = Some(error);
+                Outcome::Failed
+            }
+            Sent::Stopped => {
+                // Not sent: undo and leave the offset unstored, so the
+                // next owner decides this signal again.
+                self.revert(c, partition).await?;
+                return Ok(None);
+            }
+        }))
+    }
+
+    /// Undoes a report's ledger entry, in the book and the changelog.
+    async fn revert(&self, c: &Candidate, partition: i32) -> Result<(), ReportError> {
+        let snapshot = {
+            let mut b = self.book.lock().expect("book lock");
+            b.revert(c);
+            b.state(&c.ip).cloned()
+        };
+        self.write(partition, c.ip, snapshot.as_ref()).await
+    }
+
+    /// Writes one IP's state (or a tombstone) to the changelog and waits for the ack.
+    async fn write(
+        &self,
+        partition: i32,
+        ip: IpAddr,
+        state: Option<&IpState>,
+    ) -> Result<(), ReportError> {
+        write_state(
+            &self.changelog,
+            &self.settings.changelog_topic,
+            partition,
+            ip,
+            state,
+        )
+        .await
+    }
 }
 
 /// The report for a candidate, comment from the template.

@@ -50,18 +50,17 @@
 //! Metrics: `ipenrich_report_decisions_total{reporter,outcome}` and
 //! `ipenrich_report_signals_total{reporter}`; never an address.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
 pub mod config;
 pub mod decide;
+mod kafka;
 pub mod rules;
 pub mod signal;
 pub mod state;
@@ -181,46 +180,6 @@ pub async fn run(
         signals,
         decisions,
         sent,
-    })
-}
-
-/// Client properties shared by every Kafka client of a reporter.
-pub(crate) fn client_config(
-    brokers: &str,
-    options: &BTreeMap<String, String>,
-    client_id: &str,
-) -> ClientConfig {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", brokers)
-        .set("client.id", client_id);
-    for (k, v) in options {
-        cc.set(k, v);
-    }
-    cc
-}
-
-/// An idempotent, `acks=all` producer. The partitioner is forced so every replica
-/// maps an IP to the same signal partition.
-pub(crate) fn producer(
-    brokers: &str,
-    options: &BTreeMap<String, String>,
-    client_id: &str,
-) -> Result<rdkafka::producer::FutureProducer, ReportError> {
-    let mut cc = client_config(brokers, options, client_id);
-    for (k, v) in [
-        ("enable.idempotence", "true"),
-        ("acks", "all"),
-        ("partitioner", "consistent_random"),
-        ("linger.ms", "2"),
-    ] {
-        if options.get(k).is_some_and(|user| user != v) {
-            warn!(key = k, "option overridden: the reporter needs {k}={v}");
-        }
-        cc.set(k, v);
-    }
-    cc.create().map_err(|source| ReportError::Kafka {
-        what: "producer create",
-        source,
     })
 }
 

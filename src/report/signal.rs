@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesOrdered, StreamExt};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::producer::FutureRecord;
+use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::config::ReporterSettings;
-use super::rules::RuleSet;
+use super::rules::{RuleSet, Signal};
 use super::state::Clock;
 use super::submit::{stopped, ReportMetrics};
 use super::ReportError;
@@ -38,17 +38,13 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<u64, ReportError> {
     let client_id = format!("ipenrich-report-{}-signals", settings.name);
-    let mut cc = super::client_config(&settings.brokers, &settings.options, &client_id);
-    cc.set("group.id", &settings.signal_group_id)
-        .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000");
-    let consumer: StreamConsumer = cc.create().map_err(|source| ReportError::Kafka {
-        what: "signal consumer create",
-        source,
-    })?;
+    let clients = settings.clients();
+    let consumer: StreamConsumer = clients.stage_consumer(
+        &client_id,
+        &settings.signal_group_id,
+        DefaultConsumerContext,
+        "signal consumer create",
+    )?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
@@ -56,102 +52,42 @@ pub async fn run(
             what: "signal subscribe",
             source,
         })?;
-    let producer = super::producer(&settings.brokers, &settings.options, &client_id)?;
-    let rules = RuleSet::new(settings);
-    let clock = Clock::system();
+    let stage = Signals {
+        rules: RuleSet::new(settings),
+        clock: Clock::system(),
+        producer: clients.producer(&client_id)?,
+        topic: settings.signals_topic.clone(),
+        reporter: &settings.name,
+    };
     let reporter = settings.name.as_str();
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut produced = 0u64;
-    let store = |(topic, partition, offset): &Position| {
-        if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
+    // A delivered event: its offset may be stored, its signals counted.
+    let settle = |((topic, partition, offset), n): (Position, u64)| {
+        if let Err(e) = consumer.store_offset(&topic, partition, offset) {
             // Revoked meanwhile: the new owner re-reads from the last commit.
             debug!(reporter, error = %e, partition, "offset not stored");
         }
+        metrics.signals(reporter, n);
+        n
     };
     info!(reporter, topics = ?settings.topics, "signal stage running");
     loop {
         tokio::select! {
             biased;
             _ = stopped(&mut stop) => break,
-            Some(done) = pending.next(), if !pending.is_empty() => {
-                let (position, n) = done?;
-                store(&position);
-                produced += n;
-                metrics.signals(reporter, n);
-            }
-            msg = consumer.recv(), if pending.len() < MAX_PENDING => {
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        warn!(reporter, error = %e, "signal consumer error");
-                        continue;
-                    }
-                };
-                let topic: Arc<str> = Arc::from(msg.topic());
-                let position = (topic.clone(), msg.partition(), msg.offset());
-                let at_ms = msg
-                    .timestamp()
-                    .to_millis()
-                    .filter(|t| *t > 0)
-                    .map_or_else(|| clock.now_ms(), |t| t as u64);
-                let event: Option<serde_json::Value> = msg
-                    .payload()
-                    .and_then(|p| serde_json::from_slice(p).ok())
-                    .filter(serde_json::Value::is_object);
-                let signals = match &event {
-                    Some(ev) => rules.evaluate(
-                        ev,
-                        &format!("{}/{}/{}", position.0, position.1, position.2),
-                        at_ms,
-                    ),
-                    None => {
-                        debug!(reporter, partition = position.1, offset = position.2, "not a json object, skipped");
-                        Vec::new()
-                    }
-                };
-                let sends: Vec<_> = signals
-                    .into_iter()
-                    .map(|s| {
-                        let producer = producer.clone();
-                        let topic = settings.signals_topic.clone();
-                        let key = s.ip.to_string();
-                        let value = serde_json::to_vec(&s).expect("signals serialise");
-                        async move {
-                            producer
-                                .send(
-                                    FutureRecord::to(&topic).key(&key).payload(&value),
-                                    Duration::from_secs(30),
-                                )
-                                .await
-                                .map_err(|(source, _)| ReportError::Kafka {
-                                    what: "signal produce",
-                                    source,
-                                })
-                        }
-                    })
-                    .collect();
-                pending.push_back(Box::pin(async move {
-                    let n = sends.len() as u64;
-                    for send in sends {
-                        send.await?;
-                    }
-                    Ok((position, n))
-                }));
-            }
+            Some(done) = pending.next(), if !pending.is_empty() => produced += settle(done?),
+            msg = consumer.recv(), if pending.len() < MAX_PENDING => match msg {
+                Ok(msg) => pending.push_back(stage.on_event(&msg)),
+                Err(e) => warn!(reporter, error = %e, "signal consumer error"),
+            },
         }
     }
     let drained = tokio::time::timeout(DRAIN, async {
         while let Some(done) = pending.next().await {
-            match done {
-                Ok((position, n)) => {
-                    store(&position);
-                    produced += n;
-                    metrics.signals(reporter, n);
-                }
-                Err(e) => return Err(e),
-            }
+            produced += settle(done?);
         }
-        Ok(())
+        Ok::<(), ReportError>(())
     })
     .await;
     match drained {
@@ -166,4 +102,80 @@ pub async fn run(
     }
     info!(reporter, signals = produced, "signal stage stopped");
     Ok(produced)
+}
+
+/// Turns events into signals and sends them.
+struct Signals<'a> {
+    rules: RuleSet,
+    clock: Clock,
+    producer: FutureProducer,
+    /// The signals topic.
+    topic: String,
+    reporter: &'a str,
+}
+
+impl Signals<'_> {
+    /// The signals of one event, sent in order; resolves to the event's position
+    /// once every one is acknowledged.
+    fn on_event(&self, msg: &BorrowedMessage<'_>) -> Pending {
+        let topic: Arc<str> = Arc::from(msg.topic());
+        let position = (topic, msg.partition(), msg.offset());
+        let at_ms = msg
+            .timestamp()
+            .to_millis()
+            .filter(|t| *t > 0)
+            .map_or_else(|| self.clock.now_ms(), |t| t as u64);
+        let event: Option<serde_json::Value> = msg
+            .payload()
+            .and_then(|p| serde_json::from_slice(p).ok())
+            .filter(serde_json::Value::is_object);
+        let signals = match &event {
+            Some(ev) => self.rules.evaluate(
+                ev,
+                &format!("{}/{}/{}", position.0, position.1, position.2),
+                at_ms,
+            ),
+            None => {
+                debug!(
+                    reporter = self.reporter,
+                    partition = position.1,
+                    offset = position.2,
+                    "not a json object, skipped"
+                );
+                Vec::new()
+            }
+        };
+        let sends: Vec<_> = signals.into_iter().map(|s| self.send(&s)).collect();
+        Box::pin(async move {
+            let n = sends.len() as u64;
+            for send in sends {
+                send.await?;
+            }
+            Ok((position, n))
+        })
+    }
+
+    /// Produces one signal keyed by its IP; resolves when the broker acknowledged it.
+    fn send(
+        &self,
+        s: &Signal,
+    ) -> impl std::future::Future<Output = Result<(), ReportError>> + Send + 'static {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        let key = s.ip.to_string();
+        let value = serde_json::to_vec(s).expect("signals serialise");
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload(&value),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|(source, _)| ReportError::Kafka {
+                    what: "signal produce",
+                    source,
+                })
+        }
+    }
 }

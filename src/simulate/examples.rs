@@ -1,6 +1,7 @@
 //! The example responses of the provider documents, copied verbatim (whitespace aside),
 //! returned for the example IPs and ASNs. Parsed with `preserve_order`, so key order
-//! matches the documents too.
+//! matches the documents too. The clients' unit tests parse these same constants, so
+//! each example body exists once.
 
 use serde_json::Value;
 

@@ -192,16 +192,17 @@ pub struct Got {
     pub headers: HashMap<String, Vec<u8>>,
 }
 
-/// Reads every partition of `topic` from the beginning (no group) until `count`
-/// messages arrived or `timeout` passed with no progress goal met. Returns what it got.
-pub fn consume(bootstrap: &str, topic: &str, count: usize, timeout: Duration) -> Vec<Got> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+/// A consumer assigned every partition of `topic` from the beginning, in a group of
+/// its own that never commits; `options` are extra client properties.
+pub fn reader(bootstrap: &str, topic: &str, options: &[(&str, &str)]) -> BaseConsumer {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .set("fetch.message.max.bytes", "20971520")
-        .create()
-        .expect("consumer");
+        .set("enable.auto.commit", "false");
+    for (k, v) in options {
+        cc.set(*k, *v);
+    }
+    let consumer: BaseConsumer = cc.create().expect("consumer");
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
@@ -211,6 +212,20 @@ pub fn consume(bootstrap: &str, topic: &str, count: usize, timeout: Duration) ->
             .unwrap();
     }
     consumer.assign(&tpl).expect("assign");
+    consumer
+}
+
+/// The provider simulator on a free port of 127.0.0.1.
+pub async fn start_sim(config: ipenrich::simulate::SimConfig) -> ipenrich::simulate::SimHandle {
+    ipenrich::simulate::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("simulator starts")
+}
+
+/// Reads every partition of `topic` from the beginning (no group) until `count`
+/// messages arrived or `timeout` passed with no progress goal met. Returns what it got.
+pub fn consume(bootstrap: &str, topic: &str, count: usize, timeout: Duration) -> Vec<Got> {
+    let consumer = reader(bootstrap, topic, &[("fetch.message.max.bytes", "20971520")]);
     let mut got = Vec::with_capacity(count);
     let deadline = Instant::now() + timeout;
     while got.len() < count && Instant::now() < deadline {

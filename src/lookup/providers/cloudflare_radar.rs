@@ -14,8 +14,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use super::http::{
-    body_message, fallback_status_error, lower, text, HttpClient, HttpSettings, RateInfo,
-    RawResponse,
+    self, body_message, lower, text, HttpClient, HttpSettings, RateInfo, RawResponse,
 };
 use super::{one_at_a_time, Answer, Provider, ProviderError, ProviderFuture};
 use crate::lookup::record::{AsnInfo, IntelRecord};
@@ -158,21 +157,14 @@ impl CloudflareRadarClient {
 
 /// The statuses Cloudflare's v4 API uses; the message comes from `errors[]`.
 fn status_error(response: &RawResponse, key: &Secret) -> Result<(), ProviderError> {
-    let status = response.status;
-    if status.is_success() {
-        return Ok(());
-    }
-    let message = body_message(&response.body, key);
-    Err(match status.as_u16() {
-        400 => ProviderError::InvalidInput { message },
-        401 => ProviderError::Unauthorized { message },
-        403 => ProviderError::Forbidden { message },
-        404 => ProviderError::NotFound { message },
-        429 => ProviderError::RateLimited {
-            retry_after: response.retry_after(),
-        },
-        _ => fallback_status_error(status, message),
-    })
+    http::status_error(
+        response,
+        key,
+        &[
+            (403, |message| ProviderError::Forbidden { message }),
+            (404, |message| ProviderError::NotFound { message }),
+        ],
+    )
 }
 
 /// Radar `result.asn` -> record. `website` is a URL; its host becomes `domain`.
@@ -218,44 +210,13 @@ impl Provider for CloudflareRadarClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simulate::examples;
     use bytes::Bytes;
     use reqwest::header::HeaderMap;
     use reqwest::StatusCode;
 
     /// "Returns Examples", verbatim.
-    const EXAMPLE: &str = r#"{
-  "result": {
-    "asn": {
-      "asn": 714,
-      "country": "GB",
-      "countryName": "United Kingdom",
-      "estimatedUsers": {
-        "locations": [
-          {
-            "locationAlpha2": "US",
-            "locationName": "United States",
-            "estimatedUsers": 16710
-          }
-        ],
-        "estimatedUsers": 86099
-      },
-      "name": "Apple Inc.",
-      "orgName": "orgName",
-      "related": [
-        {
-          "asn": 0,
-          "name": "name",
-          "aka": "aka",
-          "estimatedUsers": 65345
-        }
-      ],
-      "source": "RIPE",
-      "website": "https://www.apple.com/support/systemstatus/",
-      "aka": "aka"
-    }
-  },
-  "success": true
-}"#;
+    const EXAMPLE: &str = examples::CLOUDFLARE_ASN_714;
 
     #[test]
     fn example_response() {

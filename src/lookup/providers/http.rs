@@ -362,6 +362,37 @@ pub(crate) fn body_snippet(body: &[u8], key: &Secret) -> String {
     redact(&String::from_utf8_lossy(body), key)
 }
 
+/// A provider's own reading of one status: `(status, error from the message)`.
+pub(crate) type StatusRule = (u16, fn(String) -> ProviderError);
+
+/// The one status -> error mapping of the HTTP providers: the provider's `own`
+/// statuses first, then 400 invalid input, 401 unauthorised, 429 rate limited
+/// (honouring `Retry-After`), else by class ([`fallback_status_error`]). The message
+/// comes from the body, the key redacted.
+pub(crate) fn status_error(
+    response: &RawResponse,
+    key: &Secret,
+    own: &[StatusRule],
+) -> Result<(), ProviderError> {
+    let status = response.status;
+    if status.is_success() {
+        return Ok(());
+    }
+    let message = body_message(&response.body, key);
+    let code = status.as_u16();
+    if let Some((_, error)) = own.iter().find(|(c, _)| *c == code) {
+        return Err(error(message));
+    }
+    Err(match code {
+        400 => ProviderError::InvalidInput { message },
+        401 => ProviderError::Unauthorized { message },
+        429 => ProviderError::RateLimited {
+            retry_after: response.retry_after(),
+        },
+        _ => fallback_status_error(status, message),
+    })
+}
+
 /// Provider-independent statuses: 5xx, 499 and anything unlisted.
 pub(crate) fn fallback_status_error(status: StatusCode, message: String) -> ProviderError {
     let code = status.as_u16();

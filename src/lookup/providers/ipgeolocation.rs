@@ -14,8 +14,7 @@ use std::sync::Mutex;
 use serde::Deserialize;
 
 use super::http::{
-    body_message, fallback_status_error, lower, text, AsNumber, HttpClient, HttpSettings, RateInfo,
-    RawResponse,
+    self, body_message, lower, text, AsNumber, HttpClient, HttpSettings, RateInfo, RawResponse,
 };
 use super::{one_at_a_time, Answer, Provider, ProviderError, ProviderFuture};
 use crate::lookup::record::{AsnInfo, IntelRecord};
@@ -230,31 +229,24 @@ impl IpGeolocationClient {
 
 /// Maps the documented statuses (the body has only a `message`).
 fn status_error(response: &RawResponse, key: &Secret) -> Result<(), ProviderError> {
-    let status = response.status;
-    if status.is_success() {
-        return Ok(());
+    // The documented 429s (usage limit, surcharge limit) carry no code: a
+    // `Retry-After` says a pause helps (a rate window, the shared mapping), its
+    // absence that the subscription's allowance is spent.
+    if response.status.as_u16() == 429 && response.retry_after().is_none() {
+        return Err(ProviderError::QuotaExceeded {
+            message: body_message(&response.body, key),
+            retry_after: None,
+        });
     }
-    let message = body_message(&response.body, key);
-    Err(match status.as_u16() {
-        400 => ProviderError::InvalidInput { message },
-        401 => ProviderError::Unauthorized { message },
-        404 => ProviderError::NotFound { message },
-        423 => ProviderError::Unprocessable { message },
-        // The documented 429s (usage limit, surcharge limit) carry no code: a
-        // `Retry-After` says a pause helps (a rate window), its absence that the
-        // subscription's allowance is spent.
-        429 => match response.retry_after() {
-            Some(retry_after) => ProviderError::RateLimited {
-                retry_after: Some(retry_after),
-            },
-            None => ProviderError::QuotaExceeded {
-                message,
-                retry_after: None,
-            },
-        },
-        // 405 (we only GET) and 505 are our bugs; 499 is a timeout; 5xx server.
-        _ => fallback_status_error(status, message),
-    })
+    // 405 (we only GET) and 505 are our bugs; 499 is a timeout; 5xx server.
+    http::status_error(
+        response,
+        key,
+        &[
+            (404, |message| ProviderError::NotFound { message }),
+            (423, |message| ProviderError::Unprocessable { message }),
+        ],
+    )
 }
 
 /// IPGeolocation answer -> record: ASN facts only. Route counts, allocation and
@@ -297,28 +289,13 @@ impl Provider for IpGeolocationClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simulate::examples;
     use bytes::Bytes;
     use reqwest::header::HeaderMap;
     use reqwest::StatusCode;
 
     /// The 200 example of the spec, from YAML to JSON (whois text shortened to its first lines).
-    const EXAMPLE: &str = r##"{"asn": {
-        "as_number": "AS24940", "organization": "Hetzner Online GmbH", "country": "DE",
-        "type": "HOSTING", "domain": "hetzner.com", "date_allocated": "2002-06-03",
-        "asn_name": "HETZNER-AS", "allocation_status": "ASSIGNED",
-        "num_of_ipv4_routes": "84", "num_of_ipv6_routes": "6", "rir": "RIPE",
-        "peers": [
-            {"as_number": "AS58057", "description": "Securebit A", "country": "CH"},
-            {"as_number": "AS28792", "description": "Public Internet Ltd", "country": "GB"}],
-        "routes": ["78.46.0.0/15", "138.199.128.0/17"],
-        "upstreams": [
-            {"as_number": "AS12552", "description": "GlobalConnect AB", "country": "SE"},
-            {"as_number": "AS58057", "description": "Securebit AG", "country": "CH"}],
-        "downstreams": [
-            {"as_number": "AS209148", "description": "Securepoint GmbH", "country": "DE"},
-            {"as_number": "AS198167", "description": "Apptc.me s.r.o.", "country": "CZ"}],
-        "whois_response": "#\n# ARIN WHOIS data and services are subject to the Terms of Use\n#\nASNumber: 24940\nASName: HETZNER-AS\nOrgName: Hetzner Online GmbH\nCountry: DE\n...\n"
-    }}"##;
+    const EXAMPLE: &str = examples::IPGEOLOCATION_ASN_24940;
 
     #[test]
     fn example_response() {

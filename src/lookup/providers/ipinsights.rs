@@ -18,8 +18,8 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::http::{
-    body_message, fallback_status_error, lower, score_0_100, text, AsNumber, HttpClient,
-    HttpSettings, RateInfo, RawResponse,
+    self, body_message, lower, score_0_100, text, AsNumber, HttpClient, HttpSettings, RateInfo,
+    RawResponse,
 };
 use super::{Answer, Provider, ProviderError, ProviderFuture};
 use crate::lookup::record::{AsnInfo, GeoInfo, IntelRecord, ThreatInfo};
@@ -405,23 +405,17 @@ fn status_error(
     endpoint: Endpoint,
     key: &crate::secret::Secret,
 ) -> Result<(), ProviderError> {
-    let status = response.status;
-    if status.is_success() {
-        return Ok(());
-    }
-    let message = body_message(&response.body, key);
-    Err(match status.as_u16() {
-        400 if endpoint == Endpoint::Report && is_duplicate_message(&message) => {
-            ProviderError::Duplicate { message }
+    if response.status.as_u16() == 400 && endpoint == Endpoint::Report {
+        let message = body_message(&response.body, key);
+        if is_duplicate_message(&message) {
+            return Err(ProviderError::Duplicate { message });
         }
-        400 => ProviderError::InvalidInput { message },
-        401 => ProviderError::Unauthorized { message },
-        422 => ProviderError::Unprocessable { message },
-        429 => ProviderError::RateLimited {
-            retry_after: response.retry_after(),
-        },
-        _ => fallback_status_error(status, message),
-    })
+    }
+    http::status_error(
+        response,
+        key,
+        &[(422, |message| ProviderError::Unprocessable { message })],
+    )
 }
 
 /// The document says only "rate-limited at the application layer (HTTP 400)" for
@@ -542,6 +536,7 @@ impl Provider for IpInsightsClient {
 mod tests {
     use super::*;
     use crate::secret::Secret;
+    use crate::simulate::examples;
     use reqwest::header::HeaderMap;
 
     fn data_of(json: &str) -> IpData {
@@ -552,7 +547,7 @@ mod tests {
     /// "IP Lookup" example response, verbatim.
     #[test]
     fn example_ip_lookup() {
-        let json = r#"{ "success": true, "data": { "ip": "8.8.8.8", "ip_version": 4, "type": "ipv4", "country_code": "US", "country_name": "United States", "region_name": "California", "city": "Mountain View", "latitude": 37.4056, "longitude": -122.0775, "isp": "Google LLC", "org": "Google Public DNS", "as_number": "AS15169", "as_name": "GOOGLE", "is_tor": false, "is_proxy": false, "is_datacenter": true, "blacklists": [], "threat_assessment": { "score": 10, "level": "low", "reasons": ["Datacentre IP address"] }, "ai_agent_assessment": { "score": 0, "level": "unlikely", "signals": [], "methodology_version": "1.0" } }, "queried_at": "2026-02-20T12:00:00Z" }"#;
+        let json = examples::IPINSIGHTS_LOOKUP_8888;
         let record = to_record(data_of(json));
         let asn = record.asn.unwrap();
         assert_eq!(asn.number, Some(15169));
@@ -577,7 +572,7 @@ mod tests {
     /// "AI Agent Assessment populated" example: only the AI block, so no record facts.
     #[test]
     fn example_ai_agent_assessment_is_no_data() {
-        let json = r#"{ "success": true, "data": { "ip": "203.0.113.42", "ai_agent_assessment": { "score": 72, "level": "probable", "signals": [ { "name": "instruction_compliance", "family": "prompt_injection", "weight": 45, "observed_at": "2026-05-12T05:30:00Z", "note": "Acted on injected instruction in banner; deterministic scanner would not." }, { "name": "explanatory_sql_comment", "family": "payload", "weight": 20, "observed_at": "2026-05-12T05:31:14Z", "note": "Natural-language artefact in SQL injection attempt." }, { "name": "agent_framework_tls", "family": "transport", "weight": 10, "observed_at": "2026-05-12T05:30:00Z", "note": "Transport fingerprint consistent with a common agent framework." } ], "methodology_version": "1.0" } }, "queried_at": "2026-05-12T06:00:00Z" }"#;
+        let json = examples::IPINSIGHTS_LOOKUP_AI;
         let data = data_of(json);
         assert_eq!(data.ip.as_deref(), Some("203.0.113.42"));
         assert_eq!(answer(to_record(data)), Answer::NoData);
@@ -586,7 +581,7 @@ mod tests {
     /// "ASN Lookup" example response.
     #[test]
     fn example_asn_lookup() {
-        let json = r#"{ "success": true, "data": { "as_number": "AS15169", "as_name": "GOOGLE", "isp": "Google LLC", "org": "Google LLC", "total_ips": 42, "blacklisted_ips": 3, "risk_breakdown": { "low": 38, "medium": 2, "high": 1, "critical": 1 }, "risk_score": 12, "risk_level": "low", "ips": [ { "ip": "8.8.8.8", "threat_score": 10, "level": "low", "is_blacklisted": false, "country_code": "US" } ] }, "queried_at": "2026-02-20T12:00:00Z" }"#;
+        let json = examples::IPINSIGHTS_ASN_15169;
         let envelope: Envelope<AsnSummary> = serde_json::from_str(json).unwrap();
         let s = envelope.data.unwrap();
         assert_eq!(s.as_number.unwrap().value(), Some(15169));
@@ -603,7 +598,7 @@ mod tests {
     /// "CIDR Lookup" example response.
     #[test]
     fn example_cidr_lookup() {
-        let json = r#"{ "success": true, "data": { "cidr": "8.8.8.0/24", "range_start": "8.8.8.0", "range_end": "8.8.8.255", "total_ips_in_db": 5, "blacklisted_ips": 1, "autonomous_systems": [ { "as_number": "AS15169", "as_name": "GOOGLE" } ], "risk_breakdown": { "low": 4, "medium": 0, "high": 1, "critical": 0 }, "risk_score": 22, "risk_level": "low", "ips": [ { "ip": "8.8.8.8", "threat_score": 10, "level": "low", "is_blacklisted": false, "as_number": "AS15169", "country_code": "US" } ] }, "queried_at": "2026-02-20T12:00:00Z" }"#;
+        let json = examples::IPINSIGHTS_CIDR_8880;
         let envelope: Envelope<CidrSummary> = serde_json::from_str(json).unwrap();
         let s = envelope.data.unwrap();
         assert_eq!(s.cidr.as_deref(), Some("8.8.8.0/24"));
@@ -629,7 +624,7 @@ mod tests {
         assert_eq!(serde_json::to_value(&request).unwrap(), expected);
         request.validate().unwrap();
 
-        let json = r#"{ "success": true, "message": "Report received. Thank you for contributing.", "report_id": 18429, "weight": 1.00, "corroborated": false, "reputation": 1.00, "categories": ["ssh_bruteforce","port_scan"], "reported_at": "2026-05-12T06:49:10Z" }"#;
+        let json = examples::IPINSIGHTS_REPORT;
         let receipt: ReportReceipt = serde_json::from_str(json).unwrap();
         assert_eq!(receipt.report_id, 18429);
         assert_eq!(receipt.weight, Some(1.0));

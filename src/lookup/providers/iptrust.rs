@@ -11,8 +11,7 @@ use reqwest::header::HeaderName;
 use serde::Deserialize;
 
 use super::http::{
-    body_message, fallback_status_error, fraction_to_score, lower, text, AsNumber, HttpClient,
-    HttpSettings, RateInfo, RawResponse,
+    self, fraction_to_score, lower, text, AsNumber, HttpClient, HttpSettings, RateInfo, RawResponse,
 };
 use super::{one_at_a_time, Answer, Provider, ProviderError, ProviderFuture};
 use crate::lookup::record::{AsnInfo, GeoInfo, IntelRecord, ThreatInfo};
@@ -152,23 +151,14 @@ impl IpTrustClient {
     }
 }
 
+/// 429 is "exceeded your plan's request quota or rate limit": the two are not told
+/// apart, so it is a rate limit honouring Retry-After when sent.
 fn status_error(response: &RawResponse, key: &Secret) -> Result<(), ProviderError> {
-    let status = response.status;
-    if status.is_success() {
-        return Ok(());
-    }
-    let message = body_message(&response.body, key);
-    Err(match status.as_u16() {
-        400 => ProviderError::InvalidInput { message },
-        401 => ProviderError::Unauthorized { message },
-        403 => ProviderError::Forbidden { message },
-        // "exceeded your plan's request quota or rate limit": the two are not told
-        // apart, so this is a rate limit honouring Retry-After when sent.
-        429 => ProviderError::RateLimited {
-            retry_after: response.retry_after(),
-        },
-        _ => fallback_status_error(status, message),
-    })
+    http::status_error(
+        response,
+        key,
+        &[(403, |message| ProviderError::Forbidden { message })],
+    )
 }
 
 /// IPTrust answer -> `NoData` for bogons, else the record.
@@ -251,12 +241,13 @@ impl Provider for IpTrustClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simulate::examples;
     use bytes::Bytes;
     use reqwest::header::HeaderMap;
     use reqwest::StatusCode;
 
     /// "Example Response", verbatim.
-    const EXAMPLE: &str = r#"{ "ip": "74.148.39.34", "is_bogon": false, "asn": { "number": "AS8075", "name": "MICROSOFT-CORP-MSN-AS-BLOCK", "company": "Microsoft Corporation", "country": "US", "route": "74.144.0.0/12", "rir": "ARIN", "domain": "www.microsoft.com", "type": "hosting", "description": "Provides consumer and enterprise software...", "risk": 0.9, "risk_label": "very_high", "risk_types": ["request_frequency", "repeated_abuse"] }, "location": { "city": "Barcelona", "state": "Barcelona", "country": "Spain", "latitude": 41.389, "longitude": 2.159, "meta": { "country_iso2": "ES", "country_iso3": "ESP", "country_numeric_code": "724", "country_phone_code": "34", "country_capital": "Madrid", "country_currency": "EUR", "country_currency_name": "Euro", "country_native": "Espana", "country_region": "Europe", "country_subregion": "Southern Europe", "country_emoji": "🇪🇸", "country_emoji_u": "U+1F1EA U+1F1F8" } }, "company": { "name": "mawa-solutions GmbH", "type": "business", "domain": "www.mawa-solutions.com", "description": "Provides SAP-based time-tracking..." }, "known_bot": { "detected": true, "bot_type": "ai", "name": "chatgpt_user" }, "hosting": { "detected": true, "domain": "www.microsoft.com", "name": "Microsoft Limited" }, "abuse_contact": { "address": "One Microsoft Way, Redmond, WA 98052", "email": "abuse@microsoft.com", "name": "Microsoft Abuse Contact" }, "tor_exit_node": { "detected": true }, "privacy_relay": { "detected": true, "provider": "icloud_private_relay" }, "proxy": { "detected": true, "type": "residential", "last_detected": "2025-11-15" }, "vpn": { "detected": true, "provider": "nord_vpn", "last_detected": "2025-11-15" } }"#;
+    const EXAMPLE: &str = examples::IPTRUST_LOOKUP_74;
 
     #[test]
     fn example_response() {

@@ -553,47 +553,11 @@ impl Provider for OpenIpApiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simulate::examples;
     use reqwest::header::HeaderMap;
 
     /// "GET /v1/lookup/{ip}" example response, verbatim.
-    const LOOKUP_EXAMPLE: &str = r#"{
-  "ip": "185.220.101.45",
-  "type": "IPv4",
-  "geo": {
-    "country_code": "DE",
-    "country": "Germany",
-    "region": "Hessen",
-    "region_code": "HE",
-    "city": "Frankfurt am Main",
-    "postal_code": "60313",
-    "latitude": 50.1109,
-    "longitude": 8.6821,
-    "timezone": "Europe/Berlin",
-    "is_sanctioned": false,
-    "sanction_lists": []
-  },
-  "network": {
-    "asn": 205100,
-    "as_name": "F3 Netze e.V.",
-    "as_domain": "f3netze.de",
-    "isp": "F3 Netze",
-    "organization": "F3 Netze e.V.",
-    "connection_type": "datacenter"
-  },
-  "threat": {
-    "is_vpn": true,
-    "is_proxy": false,
-    "is_tor": true,
-    "is_relay": false,
-    "is_hosting": true,
-    "threat_score": 85,
-    "threat_categories": ["tor_exit_node", "known_abuser"],
-    "bot_type": null
-  },
-  "abuse": {
-    "contact_email": "abuse@f3netze.de"
-  }
-}"#;
+    const LOOKUP_EXAMPLE: &str = examples::OPENIPAPI_LOOKUP_185;
 
     #[test]
     fn example_lookup() {
@@ -720,15 +684,7 @@ mod tests {
     /// "GET /v1/asn/{asn}" example response.
     #[test]
     fn example_asn() {
-        let json = r#"{
-  "asn": 13335,
-  "as_name": "Cloudflare, Inc.",
-  "as_domain": "cloudflare.com",
-  "organization": "Cloudflare, Inc.",
-  "country_code": "US",
-  "ip_ranges_count": 1284,
-  "total_ips": 2359296
-}"#;
+        let json = examples::OPENIPAPI_ASN_13335;
         let d: AsnDetails = serde_json::from_str(json).unwrap();
         assert_eq!(d.asn.unwrap().value(), Some(13335));
         assert_eq!(d.as_name.as_deref(), Some("Cloudflare, Inc."));
@@ -740,20 +696,7 @@ mod tests {
     /// "GET /v1/fraud/{ip}" example response.
     #[test]
     fn example_fraud() {
-        let json = r#"{
-  "ip": "185.220.101.45",
-  "fraud_score": 92,
-  "risk_level": "critical",
-  "signals": {
-    "is_vpn": true,
-    "is_proxy": false,
-    "is_tor": true,
-    "is_datacenter": true,
-    "is_known_attacker": true,
-    "high_risk_country": false
-  },
-  "recommendation": "block"
-}"#;
+        let json = examples::OPENIPAPI_FRAUD_185;
         let f: FraudReport = serde_json::from_str(json).unwrap();
         assert_eq!(f.fraud_score, Some(92.0));
         assert_eq!(f.risk_level.as_deref(), Some("critical"));
