@@ -18,7 +18,8 @@
 //! - [`supervisor`]: starts pipelines and reporters, owns readiness and bounded shutdown.
 //! - [`report`]: the side branch: attack signals, fail2ban-style confirmation, reports to ipinsights.
 //! - [`secret`]: API keys from env or mounted files, redacted in `Debug`, logs and errors.
-//! - [`simulate`]: the provider simulator and test fixtures (MMDB writer).
+//! - [`mmdb`]: MaxMind DB files: reading (verify, decode, reload) and writing (`mmdb build`).
+//! - [`simulate`]: the provider simulator (`ipenrich simulate`), a sandbox for tests and benchmarks.
 //! - [`metrics`], [`telemetry`], [`http`]: Prometheus metrics, logging, `/metrics` and health endpoints.
 #![forbid(unsafe_code)]
 
@@ -31,6 +32,7 @@ pub mod http;
 pub mod lookup;
 pub mod merge;
 pub mod metrics;
+pub mod mmdb;
 pub mod pipeline;
 pub mod report;
 pub mod secret;

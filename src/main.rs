@@ -203,13 +203,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Mmdb {
             command: MmdbCommand::Build { csv, out },
         } => {
-            let text = std::fs::read_to_string(&csv)
-                .with_context(|| format!("reading {}", csv.display()))?;
-            let writer = ipenrich::simulate::mmdb_writer::asn_db_from_csv(&text)
-                .with_context(|| format!("building from {}", csv.display()))?;
-            writer
-                .write_to(&out)
-                .with_context(|| format!("writing {}", out.display()))?;
+            ipenrich::mmdb::build(&csv, &out)?;
             eprintln!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }

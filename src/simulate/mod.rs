@@ -21,7 +21,6 @@ pub mod faults;
 pub mod ipgeolocation;
 pub mod ipinsights;
 pub mod iptrust;
-pub mod mmdb_writer;
 pub mod openipapi;
 pub mod rate;
 pub mod server;
