@@ -23,6 +23,7 @@
 //! - [`metrics`], [`telemetry`], [`http`]: Prometheus metrics, logging, `/metrics` and health endpoints.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod event;
 pub mod extract;
