@@ -3,13 +3,15 @@
 //! # Layout
 //!
 //! Data flows one way: **source -> extract -> lookup -> merge -> sink**, with the
-//! reporter as a side branch and telemetry beside everything.
+//! reporter as a side branch and telemetry beside everything. `docs/ARCHITECTURE.md`
+//! draws the tasks and channels of a running pipeline.
 //!
-//! - [`config`]: YAML wire types -> validated [`config::Settings`]; errors name file, line and key.
+//! - [`cli`]: the commands behind `ipenrich`'s subcommands and their printers; `main.rs` only parses and exits.
+//! - [`config`]: YAML wire types -> validated [`config::Config`]; errors name file, line and key.
 //! - [`event`]: the record a source hands over (payload, key, headers, position) and JSON field paths.
 //! - [`source`]: Kafka consumer group, files and stdin; offsets and the at-least-once watermark.
 //! - [`extract`]: pure functions from JSON/text to classified IP addresses; no IO.
-//! - [`lookup`]: the normalised intel record, providers (MMDB, HTTP APIs) and the lookup chain.
+//! - [`lookup`]: the normalised intel record, providers (MMDB adapter, HTTP APIs) and the lookup chain.
 //! - [`merge`]: renders lookup answers into the event, splicing into the raw JSON bytes.
 //! - [`sink`]: Kafka producer, files and stdout, and the dead-letter output.
 //! - [`pipeline`]: wires the stages under an in-flight budget and owns shutdown.

@@ -5,7 +5,7 @@
 //! function of their content only (byte-identical rebuilds). The MMDB lookup provider
 //! (`lookup::providers::mmdb`) is a thin adapter over [`DatabaseFile`]; the simulator
 //! builds its downloadable databases with [`writer`]; `ipenrich mmdb build` is
-//! [`build`]. Nothing here depends on the simulator.
+//! [`build()`]. Nothing here depends on the simulator.
 
 pub mod build;
 pub mod reader;

@@ -1,4 +1,4 @@
-//! The provider simulator and test fixtures.
+//! The provider simulator behind `ipenrich simulate`, the sandbox of tests and benchmarks.
 //!
 //! Contract: one axum server on one address serves the five provider APIs exactly as
 //! their documents in `/work/shared/providers/` describe them (paths, methods, auth,
