@@ -376,7 +376,7 @@ fn an_inline_api_key_is_refused_without_being_printed() {
 fn lookup_reads_an_mmdb_with_an_empty_description() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("plain.mmdb");
-    let mut writer = ipenrich::simulate::mmdb_writer::asn_db_from_csv(
+    let mut writer = ipenrich::mmdb::writer::asn_db_from_csv(
         "network,asn,organization,country\n8.8.8.0/24,15169,Google LLC,US\n",
     )
     .unwrap();

@@ -1,5 +1,5 @@
 //! OpenIPApi's `GET /v1/database/download/{source}` and the bytes behind it: a real MaxMind DB
-//! built with [`super::mmdb_writer`] from the simulator's own dataset, one record per
+//! built with [`crate::mmdb::writer`] from the simulator's own dataset, one record per
 //! known network (CSV rows and the built-in table), so a client can open the download
 //! with any MMDB reader and get the answers the HTTP endpoints give. Deterministic:
 //! same dataset, same bytes, same `ETag`.
@@ -18,11 +18,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::config::OpenIpApiPlan;
 use super::data::{hash_bytes, Dataset};
-use super::mmdb_writer::{MmdbValue, MmdbWriteError, MmdbWriter};
 use super::openipapi::{admit, error, not_found};
 use super::state::SimState;
 use super::tables::COUNTRIES;
 use super::wire;
+use crate::mmdb::writer::{MmdbValue, MmdbWriteError, MmdbWriter};
 
 /// The database file of one source.
 pub fn mmdb_bytes(data: &Dataset, source: &str) -> Result<Vec<u8>, MmdbWriteError> {

@@ -1,4 +1,4 @@
-//! The provider simulator and test fixtures.
+//! The provider simulator behind `ipenrich simulate`, the sandbox of tests and benchmarks.
 //!
 //! Contract: one axum server on one address serves the five provider APIs exactly as
 //! their documents in `/work/shared/providers/` describe them (paths, methods, auth,
@@ -21,7 +21,6 @@ pub mod faults;
 pub mod ipgeolocation;
 pub mod ipinsights;
 pub mod iptrust;
-pub mod mmdb_writer;
 pub mod openipapi;
 pub mod rate;
 pub mod server;

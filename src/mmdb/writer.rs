@@ -1,5 +1,5 @@
-//! A writer of MaxMind DB (format 2.0) files for fixtures, the demo database and the
-//! simulator.
+//! A writer of MaxMind DB (format 2.0) files: `ipenrich mmdb build`, test fixtures, the
+//! demo database and the simulator's downloads.
 //!
 //! Contract: the bytes written are a function of the inserted `(network, value)` set and
 //! the metadata settings only, never of insertion order, and `build_epoch` defaults to 0,
@@ -11,8 +11,8 @@
 //! once, and repeated strings (map keys, organisation names) are stored once and
 //! referenced by pointers.
 //!
-//! Format: <https://maxmind.github.io/MaxMind-DB/>. This is a test and demo tool, not a
-//! replacement for MaxMind's `mmdbwriter`: it keeps the whole tree in memory, does not
+//! Format: <https://maxmind.github.io/MaxMind-DB/>. This is a small writer for own ranges,
+//! fixtures and demos, not a replacement for MaxMind's `mmdbwriter`: it keeps the whole tree in memory, does not
 //! merge adjacent networks and knows only the value types listed in [`MmdbValue`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -1,0 +1,55 @@
+//! `ipenrich run`: every pipeline and reporter of a config until SIGTERM or SIGINT.
+//!
+//! Contract: the verdict is the supervisor's: [`Exit::Failure`] when a pipeline
+//! failed or shutdown ran out of time. A config that cannot be loaded, or a pipeline
+//! that cannot start, is a [`CliError`].
+
+use std::path::Path;
+
+use super::{CliError, Exit};
+use crate::config::{self, Config};
+use crate::supervisor::{self, Verdict};
+
+/// Loads the config at `path` and runs it until a termination signal.
+pub async fn run(path: &Path) -> Result<Exit, CliError> {
+    let config = config::load_file(path)?;
+    run_pipelines(config, true).await
+}
+
+/// Runs `config` until a termination signal (`until_signal`) or until its inputs end.
+pub async fn run_pipelines(config: Config, until_signal: bool) -> Result<Exit, CliError> {
+    let stop = async {
+        if until_signal {
+            termination().await
+        } else {
+            std::future::pending().await
+        }
+    };
+    // `ipenrich enrich ... | head -1`: a reader that has all it wanted is no failure.
+    let closed_output_is_clean = !until_signal;
+    Ok(
+        match supervisor::run(config, stop, closed_output_is_clean).await? {
+            Verdict::Clean => Exit::Success,
+            Verdict::Failed => Exit::Failure,
+        },
+    )
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}

@@ -1,0 +1,15 @@
+//! MaxMind DB files, read and written: the `mmdb` room.
+//!
+//! Contract: [`reader`] loads a file only after the full verifier passed, and a reload
+//! never replaces a good database with a broken one; [`writer`] writes files that are a
+//! function of their content only (byte-identical rebuilds). The MMDB lookup provider
+//! (`lookup::providers::mmdb`) is a thin adapter over [`DatabaseFile`]; the simulator
+//! builds its downloadable databases with [`writer`]; `ipenrich mmdb build` is
+//! [`build()`]. Nothing here depends on the simulator.
+
+pub mod build;
+pub mod reader;
+pub mod writer;
+
+pub use build::{build, BuildError};
+pub use reader::{Database, DatabaseFile, MmdbError};
