@@ -18,9 +18,9 @@ use serde_json::json;
 
 use super::config::Provider;
 use super::data::is_public;
-use super::examples;
 use super::state::{Auth, SimState};
 use super::wire;
+use crate::lookup::providers::examples;
 
 const P: Provider = Provider::Cloudflare;
 

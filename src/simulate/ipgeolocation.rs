@@ -21,11 +21,11 @@ use serde_json::{json, Map, Value};
 
 use super::config::Provider;
 use super::data::{is_public, AsnInfo, Dataset};
-use super::examples;
 use super::server::ConnCtx;
 use super::state::{Auth, SimState};
 use super::tables;
 use super::wire;
+use crate::lookup::providers::examples;
 
 const P: Provider = Provider::Ipgeolocation;
 const MODULES: [&str; 5] = [

@@ -26,9 +26,9 @@ use serde_json::{json, Map, Value};
 use super::accounting::ReportRecord;
 use super::config::Provider;
 use super::data::{is_public, nth_address, threat_level, Dataset, IpProfile};
-use super::examples;
 use super::state::{Auth, SimState};
 use super::wire::{self, parse_ip};
+use crate::lookup::providers::examples;
 
 const P: Provider = Provider::Ipinsights;
 const AI_EXAMPLE_IP: &str = "203.0.113.42";

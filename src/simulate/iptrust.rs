@@ -18,9 +18,9 @@ use serde_json::{json, Value};
 
 use super::config::{IpTrustPlan, Provider};
 use super::data::{is_public, IpProfile};
-use super::examples;
 use super::state::{Auth, SimState};
 use super::wire::{self, parse_ip};
+use crate::lookup::providers::examples;
 
 const P: Provider = Provider::Iptrust;
 

@@ -16,7 +16,7 @@ pub mod cloudflare;
 pub mod config;
 pub mod data;
 pub mod database;
-pub mod examples;
+
 pub mod faults;
 pub mod ipgeolocation;
 pub mod ipinsights;

@@ -25,9 +25,9 @@ use serde_json::{json, Value};
 
 use super::config::{OpenIpApiPlan, Provider};
 use super::data::{hash_bytes, is_public, Dataset};
-use super::examples;
 use super::state::{days_from_civil, Auth, SimState};
 use super::wire::{self, parse_ip};
+use crate::lookup::providers::examples;
 
 const P: Provider = Provider::Openipapi;
 const EXAMPLE_IP: &str = "185.220.101.45";

@@ -535,8 +535,8 @@ impl Provider for IpInsightsClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lookup::providers::examples;
     use crate::secret::Secret;
-    use crate::simulate::examples;
     use reqwest::header::HeaderMap;
 
     fn data_of(json: &str) -> IpData {

@@ -241,7 +241,7 @@ impl Provider for IpTrustClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::examples;
+    use crate::lookup::providers::examples;
     use bytes::Bytes;
     use reqwest::header::HeaderMap;
     use reqwest::StatusCode;

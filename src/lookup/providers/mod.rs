@@ -17,6 +17,7 @@ use std::time::Duration;
 use super::record::IntelRecord;
 
 pub mod cloudflare_radar;
+pub mod examples;
 pub mod http;
 pub mod ipgeolocation;
 pub mod ipinsights;

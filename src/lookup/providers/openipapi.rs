@@ -553,7 +553,7 @@ impl Provider for OpenIpApiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::examples;
+    use crate::lookup::providers::examples;
     use reqwest::header::HeaderMap;
 
     /// "GET /v1/lookup/{ip}" example response, verbatim.

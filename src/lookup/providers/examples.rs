@@ -1,5 +1,6 @@
-//! The example responses of the provider documents, copied verbatim (whitespace aside),
-//! returned for the example IPs and ASNs. Parsed with `preserve_order`, so key order
+//! The example responses of the provider documents (the contract), copied verbatim
+//! (whitespace aside). The clients' unit tests parse them, and the simulator returns
+//! them for the example IPs and ASNs. Parsed with `preserve_order`, so key order
 //! matches the documents too. The clients' unit tests parse these same constants, so
 //! each example body exists once.
 
