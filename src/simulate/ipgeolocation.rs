@@ -118,41 +118,10 @@ async fn asn(State(s): State<Arc<SimState>>, req: Request) -> Response {
         wire::set_num(&mut r, "retry-after", retry);
         return r;
     }
-    let ip_param = get("ip").filter(|v| !v.trim().is_empty());
-    let asn_param = get("asn").filter(|v| !v.trim().is_empty());
     let data = s.data();
-    let (ip, info) = match (ip_param, asn_param) {
-        (Some(_), Some(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Pass either 'ip' or 'asn', not both.",
-            )
-        }
-        (None, Some(a)) => {
-            let Some(number) = wire::parse_asn(&a) else {
-                return invalid_target(&a);
-            };
-            match data.asn(number) {
-                Some(info) => (None, info),
-                None => return not_found(),
-            }
-        }
-        (ip, None) => {
-            let ip = match ip {
-                Some(text) => match wire::parse_ip(&text) {
-                    Some(ip) => ip,
-                    None => return invalid_target(&text),
-                },
-                None => caller,
-            };
-            if !is_public(ip) {
-                return error(
-                    StatusCode::LOCKED,
-                    &format!("'{ip}' is a bogon IP address."),
-                );
-            }
-            (Some(ip), data.profile(ip).asn)
-        }
+    let (ip, info) = match resolve_target(&data, caller, get("ip"), get("asn")) {
+        Ok(target) => target,
+        Err(response) => return response,
     };
     if !s.quota_take(P, &key, "asn", 1) {
         return error(StatusCode::TOO_MANY_REQUESTS, "You have reached the surcharge amount limit of PLAN_USAGE_LIMIT_AND_SURCHARGE_LIMIT on your subscribed PLAN plan. Please throttle your requests or upgrade your plan to continue using IPGeolocation API without interruption.");
@@ -182,6 +151,50 @@ async fn asn(State(s): State<Arc<SimState>>, req: Request) -> Response {
     let mut resp = wire::json(StatusCode::OK, Value::Object(body));
     wire::set_num(&mut resp, "x-credits-charged", 1);
     resp
+}
+
+/// The address or ASN asked about (`ip`, else `asn`, else the caller's address),
+/// or the documented error answer (a request's early exit, so its size is no cost).
+#[allow(clippy::result_large_err)]
+fn resolve_target(
+    data: &Dataset,
+    caller: IpAddr,
+    ip_param: Option<String>,
+    asn_param: Option<String>,
+) -> Result<(Option<IpAddr>, Arc<AsnInfo>), Response> {
+    let ip_param = ip_param.filter(|v| !v.trim().is_empty());
+    let asn_param = asn_param.filter(|v| !v.trim().is_empty());
+    match (ip_param, asn_param) {
+        (Some(_), Some(_)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "Pass either 'ip' or 'asn', not both.",
+        )),
+        (None, Some(a)) => {
+            let Some(number) = wire::parse_asn(&a) else {
+                return Err(invalid_target(&a));
+            };
+            match data.asn(number) {
+                Some(info) => Ok((None, info)),
+                None => Err(not_found()),
+            }
+        }
+        (ip, None) => {
+            let ip = match ip {
+                Some(text) => match wire::parse_ip(&text) {
+                    Some(ip) => ip,
+                    None => return Err(invalid_target(&text)),
+                },
+                None => caller,
+            };
+            if !is_public(ip) {
+                return Err(error(
+                    StatusCode::LOCKED,
+                    &format!("'{ip}' is a bogon IP address."),
+                ));
+            }
+            Ok((Some(ip), data.profile(ip).asn))
+        }
+    }
 }
 
 fn not_found() -> Response {
