@@ -81,7 +81,8 @@ pub fn render(
             out.push(b'}');
             Ok(out)
         }
-        Decoded::Text(line) if !want_ecs => {
+        // A text line is `message`; an output field of that name would shadow it.
+        Decoded::Text(line) if !want_ecs && field != "message" => {
             let mut out = Vec::with_capacity(line.len() + 256);
             out.extend_from_slice(b"{\"message\":");
             write_str(&mut out, line);
@@ -136,6 +137,14 @@ pub fn render(
                             out.extend_from_slice(raw.get().as_bytes());
                         }
                     }
+                }
+                // The line is `message`, unless the output field takes that name:
+                // then the line is ECS's `event.original`, never a duplicate key.
+                Decoded::Text(line) if want_object && field == "message" => {
+                    put_key(&mut out, "event");
+                    out.extend_from_slice(b"{\"original\":");
+                    write_str(&mut out, line);
+                    out.push(b'}');
                 }
                 Decoded::Text(line) => {
                     put_key(&mut out, "message");

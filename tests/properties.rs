@@ -274,7 +274,7 @@ fn batch_body() -> impl Strategy<Value = String> {
 }
 
 fn provider_body() -> impl Strategy<Value = Vec<u8>> {
-    use ipenrich::simulate::examples;
+    use ipenrich::lookup::providers::examples;
     let documented = select(
         &[
             examples::IPINSIGHTS_LOOKUP_8888,

@@ -70,8 +70,7 @@ pub fn check_config(text: &str, env_mode: u8) {
             for p in &config.pipelines {
                 let extractor = Extractor::new(&p.extract, p.limits.max_ips_per_event);
                 for event in EVENTS {
-                    let Ok(decoded) = decode(event, p.source.format(), p.limits.max_event_bytes)
-                    else {
+                    let Ok(decoded) = decode(event, p.source.format(), p.max_event_bytes()) else {
                         continue;
                     };
                     let extraction = extractor.extract(&decoded);
@@ -80,7 +79,9 @@ pub fn check_config(text: &str, env_mode: u8) {
                         extraction: &extraction,
                         lookups: &lookups,
                     };
-                    let rendered = render(&decoded, &enrichment, &p.output);
+                    let Ok(rendered) = render(&decoded, &enrichment, &p.output) else {
+                        continue;
+                    };
                     if let Err(why) = check_rendered(&decoded, &p.output, &rendered) {
                         panic!("pipeline {:?}: {why}", p.name);
                     }

@@ -338,16 +338,15 @@ impl HttpClient {
 /// hundred characters. Providers echo input in their messages; the key must not ride along.
 pub(crate) fn redact(message: &str, key: &Secret) -> String {
     let key = key.expose();
+    // Control characters go first: a NUL inside an echoed key must not hide it
+    // from the masking (found by the provider_responses fuzz property).
+    let message: String = message.chars().filter(|c| !c.is_control()).collect();
     let mut text = message.replace(key, "***");
     let prefix: String = key.chars().take(8).collect();
     if prefix.chars().count() == 8 {
         text = text.replace(&prefix, "***");
     }
-    let mut out: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_MESSAGE_CHARS)
-        .collect();
+    let mut out: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
     if text.chars().count() > MAX_MESSAGE_CHARS {
         out.push_str("...");
     }
