@@ -163,3 +163,48 @@ fn validate_reporters(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka_sink_pipeline(limits: &str, options: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "pipelines:\n  - name: p\n    source:\n      kafka:\n        brokers: 127.0.0.1:9\n        topics: [in]\n        group_id: g\n    extract:\n      scan_all_strings: true\n    sink:\n      kafka:\n        topic: out\n{options}    limits: {{{limits}}}\n"
+        );
+        load_str(&text, "t.yaml", |_: &str| None)
+    }
+
+    /// Regression (issue 8.2): `max_event_bytes` defaulted to 1 MiB while the
+    /// producer's `message.max.bytes` is 1,000,000, so an event of 1,000,020 bytes
+    /// decoded, failed to produce, and crash-looped the pipeline. The default now
+    /// leaves room for the enrichment, and `check` refuses a value that does not.
+    #[test]
+    fn max_event_bytes_leaves_room_under_the_output_limit() {
+        let c = kafka_sink_pipeline("", "").expect("default is valid");
+        assert_eq!(
+            c.pipelines[0].max_event_bytes(),
+            LIBRDKAFKA_MESSAGE_MAX_BYTES - ENRICHMENT_HEADROOM
+        );
+
+        let err = kafka_sink_pipeline("max_event_bytes: 1048576", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("limits.max_event_bytes") && err.contains("message.max.bytes"),
+            "{err}"
+        );
+
+        let raised = "        options:\n          message.max.bytes: \"2000000\"\n";
+        assert!(kafka_sink_pipeline("max_event_bytes: 1048576", raised).is_ok());
+        assert_eq!(
+            kafka_sink_pipeline("", raised).unwrap().pipelines[0].max_event_bytes(),
+            2_000_000 - ENRICHMENT_HEADROOM
+        );
+
+        let err = kafka_sink_pipeline("max_in_flight_bytes: 0", "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.max_in_flight_bytes"), "{err}");
+    }
+}
