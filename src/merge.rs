@@ -92,79 +92,89 @@ pub fn render(
             out.push(b'}');
             Ok(out)
         }
-        _ => {
-            let ecs = if want_ecs {
-                ecs_fields(enrichment)
-            } else {
-                Vec::new()
-            };
-            let mut enrichment_json = Vec::new();
-            if want_object {
-                write_enrichment(&mut enrichment_json, enrichment);
-            }
-            let mut out = Vec::with_capacity(event_len(event) + 512);
-            out.push(b'{');
-            let mut first = true;
-            let mut put_key = |out: &mut Vec<u8>, key: &str| {
-                if !first {
-                    out.push(b',');
+        _ => render_rebuilt(event, enrichment, field, want_object, want_ecs),
+    }
+}
+
+/// The slow path: members are copied as raw text, except the ECS role objects that
+/// gain fields and the output field, which are (re)written.
+fn render_rebuilt(
+    event: &Decoded<'_>,
+    enrichment: &Enrichment<'_>,
+    field: &str,
+    want_object: bool,
+    want_ecs: bool,
+) -> Result<Vec<u8>, BadEvent> {
+    let ecs = if want_ecs {
+        ecs_fields(enrichment)
+    } else {
+        Vec::new()
+    };
+    let mut enrichment_json = Vec::new();
+    if want_object {
+        write_enrichment(&mut enrichment_json, enrichment);
+    }
+    let mut out = Vec::with_capacity(event_len(event) + 512);
+    out.push(b'{');
+    let mut first = true;
+    let mut put_key = |out: &mut Vec<u8>, key: &str| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_key(out, key);
+    };
+    let mut done: Vec<&str> = Vec::new();
+    match event {
+        Decoded::Json(object) => {
+            for (key, raw) in &object.members {
+                let key = key.as_ref();
+                if done.contains(&key) {
+                    continue; // a duplicate of a member written below: last one loses
                 }
-                first = false;
-                write_key(out, key);
-            };
-            let mut done: Vec<&str> = Vec::new();
-            match event {
-                Decoded::Json(object) => {
-                    for (key, raw) in &object.members {
-                        let key = key.as_ref();
-                        if done.contains(&key) {
-                            continue; // a duplicate of a member written below: last one loses
-                        }
-                        if want_object && key == field {
-                            put_key(&mut out, key);
-                            out.extend_from_slice(&enrichment_json);
-                            done.push(key);
-                        } else if let Some((_, add)) = ecs.iter().find(|(role, _)| *role == key) {
-                            let mut value = object.parse_member(key, raw)?;
-                            if let Value::Object(target) = &mut value {
-                                merge_missing(target, add);
-                            }
-                            put_key(&mut out, key);
-                            write_value(&mut out, &value);
-                            done.push(key);
-                        } else {
-                            put_key(&mut out, key);
-                            out.extend_from_slice(raw.get().as_bytes());
-                        }
+                if want_object && key == field {
+                    put_key(&mut out, key);
+                    out.extend_from_slice(&enrichment_json);
+                    done.push(key);
+                } else if let Some((_, add)) = ecs.iter().find(|(role, _)| *role == key) {
+                    let mut value = object.parse_member(key, raw)?;
+                    if let Value::Object(target) = &mut value {
+                        merge_missing(target, add);
                     }
-                }
-                // The line is `message`, unless the output field takes that name:
-                // then the line is ECS's `event.original`, never a duplicate key.
-                Decoded::Text(line) if want_object && field == "message" => {
-                    put_key(&mut out, "event");
-                    out.extend_from_slice(b"{\"original\":");
-                    write_str(&mut out, line);
-                    out.push(b'}');
-                }
-                Decoded::Text(line) => {
-                    put_key(&mut out, "message");
-                    write_str(&mut out, line);
+                    put_key(&mut out, key);
+                    write_value(&mut out, &value);
+                    done.push(key);
+                } else {
+                    put_key(&mut out, key);
+                    out.extend_from_slice(raw.get().as_bytes());
                 }
             }
-            for (role, add) in &ecs {
-                if !done.contains(role) {
-                    put_key(&mut out, role);
-                    write_value(&mut out, &Value::Object(add.clone()));
-                }
-            }
-            if want_object && !done.contains(&field) {
-                put_key(&mut out, field);
-                out.extend_from_slice(&enrichment_json);
-            }
+        }
+        // The line is `message`, unless the output field takes that name:
+        // then the line is ECS's `event.original`, never a duplicate key.
+        Decoded::Text(line) if want_object && field == "message" => {
+            put_key(&mut out, "event");
+            out.extend_from_slice(b"{\"original\":");
+            write_str(&mut out, line);
             out.push(b'}');
-            Ok(out)
+        }
+        Decoded::Text(line) => {
+            put_key(&mut out, "message");
+            write_str(&mut out, line);
         }
     }
+    for (role, add) in &ecs {
+        if !done.contains(role) {
+            put_key(&mut out, role);
+            write_value(&mut out, &Value::Object(add.clone()));
+        }
+    }
+    if want_object && !done.contains(&field) {
+        put_key(&mut out, field);
+        out.extend_from_slice(&enrichment_json);
+    }
+    out.push(b'}');
+    Ok(out)
 }
 
 fn event_len(event: &Decoded<'_>) -> usize {
