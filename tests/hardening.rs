@@ -361,18 +361,11 @@ fn fatal_errors_stop_the_pipeline_while_idle() {
     );
     let log = dir.path().join("log");
     let mut proc = Proc::run(&cfg, &log);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(s) = proc.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pipeline hung after a fatal delivery error:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = wait_for_exit(
+        &mut proc,
+        &log,
+        "pipeline hung after a fatal delivery error",
+    );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_ne!(status.code(), Some(0), "{text}");
     assert!(text.contains("ipenrich: pipeline k"), "{text}");
@@ -422,6 +415,23 @@ fn kafka_to_file_commits_only_durable_output() {
             seqs.contains(&seq),
             "offset {seq} committed but its output lost"
         );
+    }
+}
+
+/// Waits for the process to exit by itself; a bound of 90 s catches a hang, not
+/// slowness (the pipelines under test stop within a few seconds).
+fn wait_for_exit(proc: &mut Proc, log: &std::path::Path, hang: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(s) = proc.0.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{hang}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -502,18 +512,7 @@ fn a_missing_source_topic_is_fatal() {
     );
     let log = dir.path().join("log");
     let mut proc = Proc::run(&cfg, &log);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(s) = proc.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a missing topic did not stop the pipeline:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = wait_for_exit(&mut proc, &log, "a missing topic did not stop the pipeline");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_ne!(status.code(), Some(0), "{text}");
     assert!(text.contains("nknown topic"), "{text}");
