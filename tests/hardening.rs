@@ -376,21 +376,59 @@ fn fatal_errors_stop_the_pipeline_while_idle() {
 /// Issue 8.4: a Kafka source with a file sink committed offsets while the output sat
 /// in a user-space buffer. Now an offset is committed only after `sync_data`, so a
 /// SIGKILL right after a commit loses nothing committed.
+///
+/// The window is made wide rather than hoped for: the first 1,000 events carry
+/// private addresses (no lookup, written at once), the next ones public addresses
+/// whose lookups wait 5 s at the simulator. The old writer flushed only when no
+/// finished batch was queued, so the private events' output stayed in its buffer,
+/// acked, while it waited for the first slow batch, and auto-commit committed them.
 #[test]
 fn kafka_to_file_commits_only_durable_output() {
     let kafka = kafka();
     let (input, group) = (unique("sin"), unique("sg"));
     create_topics(&kafka, &[&input], 1);
-    const N: usize = 2000;
-    produce(&kafka, &input, (0..N).map(|i| (0, None, good(i))));
+    const PRIVATE: usize = 1_000;
+    const N: usize = 2_000;
+    let ip = |i: usize| {
+        let net = if i < PRIVATE { 10 } else { 8 };
+        format!("{net}.0.{}.{}", (i / 256) % 256, i % 256)
+    };
+    produce(
+        &kafka,
+        &input,
+        (0..N).map(|i| {
+            (
+                0,
+                None,
+                format!(r#"{{"seq":{i},"src":"{}"}}"#, ip(i)).into_bytes(),
+            )
+        }),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut sim_config = ipenrich::simulate::SimConfig::default();
+    sim_config.ipinsights.rate_limit = Some(ipenrich::simulate::RateLimitConfig {
+        requests: 100_000_000,
+        window_ms: 3_600_000,
+    });
+    sim_config.ipinsights.faults.latency_ms = 5_000;
+    let sim = runtime
+        .block_on(ipenrich::simulate::start(
+            sim_config,
+            "127.0.0.1:0".parse().unwrap(),
+        ))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "sim-ipinsights-key\n").unwrap();
     let out = dir.path().join("out.jsonl");
     let cfg = write_config(
         dir.path(),
         "p.yaml",
         &format!(
-            "pipelines:\n  - name: k\n    source:\n      kafka:\n        brokers: \"{kafka}\"\n        topics: [{input}]\n        group_id: {group}\n    extract:\n      scan_all_strings: true\n    sink:\n      file:\n        path: {}\n",
-            out.display()
+            "pipelines:\n  - name: k\n    source:\n      kafka:\n        brokers: \"{kafka}\"\n        topics: [{input}]\n        group_id: {group}\n    extract:\n      fields:\n        - {{path: src, role: source}}\n    providers:\n      - ipinsights:\n          base_url: {url}\n          api_key: {{file: {key}}}\n          timeouts: {{connect: 5s, read: 30s, request: 60s}}\n    sink:\n      file:\n        path: {out}\n    limits:\n      max_enrichment_delay: 30s\n",
+            url = sim.base_url("ipinsights"),
+            key = key.display(),
+            out = out.display(),
         ),
     );
     let mut proc = Proc::run(&cfg, &dir.path().join("log"));
@@ -404,6 +442,7 @@ fn kafka_to_file_commits_only_durable_output() {
         std::thread::sleep(Duration::from_millis(20));
     };
     proc.kill();
+    runtime.block_on(sim.shutdown());
     let written = std::fs::read_to_string(&out).unwrap_or_default();
     let seqs: std::collections::HashSet<u64> = written
         .lines()
@@ -413,7 +452,8 @@ fn kafka_to_file_commits_only_durable_output() {
     for seq in 0..c as u64 {
         assert!(
             seqs.contains(&seq),
-            "offset {seq} committed but its output lost"
+            "offset {seq} committed but its output lost ({} lines written, {c} committed)",
+            seqs.len()
         );
     }
 }
