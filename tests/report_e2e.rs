@@ -552,7 +552,7 @@ const SPECIAL: [&str; 34] = [
 #[test]
 fn special_purpose_addresses_are_never_reported() {
     // The guard itself, for every block, with far more signals than needed.
-    let cfg: ipenrich::report::ReporterConfig = serde_yaml_ng::with::singleton_map_recursive::deserialize(
+    let cfg: ipenrich::config::ReporterConfig = serde_yaml_ng::with::singleton_map_recursive::deserialize(
         serde_yaml_ng::Deserializer::from_str(
             "name: g\nbrokers: b\ntopics: [i]\nsignals_topic: s\nchangelog_topic: c\naudit: {file: {path: /dev/null}}\nrules:\n - {name: r, when: [{field: m, exists: true}], attacker: {role: source}, categories: [other], source: manual, maxretry: 1}\n",
         ),

@@ -15,9 +15,13 @@
 
 mod de;
 mod load;
+pub mod reporter;
 mod types;
 
 pub use load::{load_file, load_str, ConfigError, Problem};
+pub use reporter::{
+    ReportCategory, ReportSource, ReporterConfig, MAX_REPORT_CATEGORIES, MAX_REPORT_COMMENT,
+};
 pub use types::*;
 
 /// Checks what the parser cannot: relations between keys. Returns every problem.
@@ -142,10 +146,7 @@ fn validate_pipeline(
 }
 
 /// Each reporter, and names used once.
-fn validate_reporters(
-    reporters: &[crate::report::ReporterConfig],
-    problems: &mut Vec<(String, String)>,
-) {
+fn validate_reporters(reporters: &[ReporterConfig], problems: &mut Vec<(String, String)>) {
     let mut reporter_names = std::collections::HashSet::new();
     for (i, r) in reporters.iter().enumerate() {
         if !reporter_names.insert(r.name.as_str()) {

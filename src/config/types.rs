@@ -20,7 +20,7 @@ pub struct Config {
     pub pipelines: Vec<PipelineConfig>,
     /// Reciprocal attacker reporters, run next to the pipelines (see `crate::report`).
     #[serde(default, with = "serde_yaml_ng::with::singleton_map_recursive")]
-    pub reporters: Vec<crate::report::ReporterConfig>,
+    pub reporters: Vec<super::ReporterConfig>,
 }
 
 /// The `/metrics` and `/health/*` listener.
@@ -264,7 +264,7 @@ pub struct OpenIpApiConfig {
     /// The API key.
     pub api_key: KeySource,
     /// `free`, `starter`, `pro`, `business` or `enterprise` (batch 1/100/500/1,000/5,000).
-    pub plan: crate::lookup::providers::openipapi::Plan,
+    pub plan: OpenIpApiPlan,
     /// Connection, read and whole-request timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
@@ -617,4 +617,30 @@ fn default_max_ips_per_event() -> usize {
 /// A few seconds of input at 100k events/s, a few tens of MiB at most.
 fn default_max_in_flight() -> usize {
     20_000
+}
+
+/// The OpenIPApi subscription, which fixes the batch size (openipapi-api.txt,
+/// "Batch size limits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenIpApiPlan {
+    /// No batch endpoint (`plan_required`): one address per call.
+    Free,
+    Starter,
+    Pro,
+    Business,
+    Enterprise,
+}
+
+impl OpenIpApiPlan {
+    /// Documented "Max IPs per request"; 1 on the free plan.
+    pub fn max_batch(self) -> usize {
+        match self {
+            OpenIpApiPlan::Free => 1,
+            OpenIpApiPlan::Starter => 100,
+            OpenIpApiPlan::Pro => 500,
+            OpenIpApiPlan::Business => 1_000,
+            OpenIpApiPlan::Enterprise => 5_000,
+        }
+    }
 }

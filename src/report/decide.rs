@@ -22,7 +22,6 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::config::{AuditConfig, ReporterSettings};
 use super::kafka::Clients;
 use super::rules::{render_comment, CommentVars, Signal};
 use super::state::{Book, Candidate, Clock, IpState, Verdict};
@@ -30,6 +29,7 @@ use super::submit::{
     stopped, AuditRecord, AuditSink, Outcome, Permits, ReportMetrics, Sent, Submitter,
 };
 use super::{fmt_duration, ReportError};
+use crate::config::reporter::{AuditConfig, ReporterSettings};
 use crate::lookup::providers::http::HttpSettings;
 use crate::lookup::providers::ipinsights::{IpInsightsClient, ReportRequest};
 use crate::secret::Secret;

@@ -101,7 +101,7 @@ impl Clients<'_> {
     }
 }
 
-impl super::config::ReporterSettings {
+impl crate::config::reporter::ReporterSettings {
     /// The Kafka clients of this reporter.
     pub(crate) fn clients(&self) -> Clients<'_> {
         Clients {

@@ -52,13 +52,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use tokio::sync::watch;
 use tracing::info;
 
-pub mod config;
 pub mod decide;
 mod kafka;
 pub mod rules;
@@ -66,7 +64,8 @@ pub mod signal;
 pub mod state;
 pub mod submit;
 
-pub use config::ReporterConfig;
+pub use crate::config::reporter::{fmt_duration, ReporterSettings};
+use crate::config::ReporterConfig;
 pub use submit::{NoLimit, Outcome, Permits, ReportMetrics};
 
 use crate::lookup::providers::ProviderError;
@@ -181,18 +180,4 @@ pub async fn run(
         decisions,
         sent,
     })
-}
-
-/// `1h`, `10m`, `90s`: durations for comments and messages.
-pub fn fmt_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s == 0 {
-        format!("{}ms", d.as_millis())
-    } else if s % 3600 == 0 {
-        format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
 }

@@ -16,7 +16,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::config::{Attacker, Op, ReporterSettings, Rule};
+use crate::config::reporter::{Attacker, Op, ReporterSettings, Rule};
 use crate::extract::text::scan;
 use crate::lookup::providers::ipinsights::MAX_REPORT_COMMENT;
 
@@ -389,7 +389,7 @@ pub fn render_comment(template: &str, vars: &CommentVars<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::config::ReporterConfig;
+    use crate::config::ReporterConfig;
 
     fn rules(yaml: &str) -> RuleSet {
         let cfg: ReporterConfig = serde_yaml_ng::with::singleton_map_recursive::deserialize(

@@ -17,11 +17,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::config::ReporterSettings;
 use super::rules::{RuleSet, Signal};
 use super::state::Clock;
 use super::submit::{stopped, ReportMetrics};
 use super::ReportError;
+use crate::config::reporter::ReporterSettings;
 
 /// Events whose signals may be in flight at once; reading pauses beyond.
 const MAX_PENDING: usize = 10_000;

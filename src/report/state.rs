@@ -18,8 +18,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::config::ReporterSettings;
 use super::rules::Signal;
+use crate::config::reporter::ReporterSettings;
 use crate::extract::{classify, IpClass};
 use crate::lookup::providers::ipinsights::{ReportCategory, ReportSource};
 
@@ -337,7 +337,7 @@ impl Book {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::config::ReporterConfig;
+    use crate::config::ReporterConfig;
 
     fn settings(extra: &str) -> ReporterSettings {
         let yaml = format!(

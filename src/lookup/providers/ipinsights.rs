@@ -22,16 +22,13 @@ use super::http::{
     RawResponse,
 };
 use super::{Answer, Provider, ProviderError, ProviderFuture};
+pub use crate::config::{ReportCategory, ReportSource, MAX_REPORT_CATEGORIES, MAX_REPORT_COMMENT};
 use crate::lookup::record::{AsnInfo, GeoInfo, IntelRecord, ThreatInfo};
 
 /// Name in config, metrics and logs.
 pub const NAME: &str = "ipinsights";
 /// Documented bulk limit: "Submit up to 100 IPs in a single call".
 pub const MAX_BULK: usize = 100;
-/// Documented report limits.
-pub const MAX_REPORT_CATEGORIES: usize = 5;
-/// Documented comment limit (characters).
-pub const MAX_REPORT_COMMENT: usize = 1024;
 
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
@@ -150,48 +147,6 @@ pub struct KnownIp {
 struct Envelope<T> {
     success: Option<bool>,
     data: Option<T>,
-}
-
-/// A report category, from the documented fixed list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReportCategory {
-    SshBruteforce,
-    RdpBruteforce,
-    WebBruteforce,
-    WebAttack,
-    SqlInjection,
-    Xss,
-    PortScan,
-    VulnerabilityScan,
-    ExploitAttempt,
-    CredentialStuffing,
-    Phishing,
-    Spam,
-    Malware,
-    Ddos,
-    Botnet,
-    C2,
-    TorAbuse,
-    OpenProxyAbuse,
-    Other,
-}
-
-/// The integration that saw the attacker, from the documented fixed list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReportSource {
-    Wazuh,
-    Graylog,
-    Splunk,
-    Sentinel,
-    Crowdsec,
-    Fail2ban,
-    Suricata,
-    Thehive,
-    N8n,
-    HomeAssistant,
-    Manual,
 }
 
 /// Body of `POST /api/v1/report`.

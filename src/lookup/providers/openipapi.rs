@@ -24,6 +24,7 @@ use super::http::{
     HttpSettings, RateInfo, RawResponse,
 };
 use super::{Answer, Provider, ProviderError, ProviderFuture};
+pub use crate::config::OpenIpApiPlan as Plan;
 use crate::lookup::record::{AsnInfo, GeoInfo, IntelRecord, ThreatInfo};
 use crate::secret::Secret;
 
@@ -31,31 +32,6 @@ use crate::secret::Secret;
 pub const NAME: &str = "openipapi";
 
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-
-/// The subscription, which fixes the batch size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Plan {
-    /// No batch endpoint (`plan_required`): one address per call.
-    Free,
-    Starter,
-    Pro,
-    Business,
-    Enterprise,
-}
-
-impl Plan {
-    /// Documented "Max IPs per request"; 1 on the free plan.
-    pub fn max_batch(self) -> usize {
-        match self {
-            Plan::Free => 1,
-            Plan::Starter => 100,
-            Plan::Pro => 500,
-            Plan::Business => 1_000,
-            Plan::Enterprise => 5_000,
-        }
-    }
-}
 
 /// An MMDB file offered by `/v1/database/download/{source}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

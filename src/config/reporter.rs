@@ -1,5 +1,7 @@
 //! Wire types of the `reporters:` config section and their validation into
-//! [`ReporterSettings`] (compiled regexes, checked limits), without IO.
+//! [`ReporterSettings`] (compiled regexes, checked limits), without IO: the
+//! settings `crate::report` runs on. The category and source lists are the ones
+//! the ipinsights report endpoint documents; its client takes them from here.
 //!
 //! Every problem is returned at once, keyed by its path below the reporter
 //! (`rules[0].when[1].matches`), so `config::validate` can prefix `reporters[i].`.
@@ -10,11 +12,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use regex::Regex;
-use serde::Deserialize;
-
-use crate::lookup::providers::ipinsights::{
-    ReportCategory, ReportSource, MAX_REPORT_CATEGORIES, MAX_REPORT_COMMENT,
-};
+use serde::{Deserialize, Serialize};
 
 /// The provider's own duplicate window: "the same IP repeatedly within 15 minutes
 /// from the same key is rate-limited" (ipinsights-api.txt, report section).
@@ -32,6 +30,56 @@ pub const PLACEHOLDERS: [&str; 9] = [
     "reporter",
     "threat_score",
 ];
+
+// The report endpoint's documented limits and fixed lists (ipinsights-api.txt,
+// report section): the YAML names them as the API does.
+
+/// Documented report limits.
+pub const MAX_REPORT_CATEGORIES: usize = 5;
+/// Documented comment limit (characters).
+pub const MAX_REPORT_COMMENT: usize = 1024;
+
+/// A report category, from the documented fixed list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportCategory {
+    SshBruteforce,
+    RdpBruteforce,
+    WebBruteforce,
+    WebAttack,
+    SqlInjection,
+    Xss,
+    PortScan,
+    VulnerabilityScan,
+    ExploitAttempt,
+    CredentialStuffing,
+    Phishing,
+    Spam,
+    Malware,
+    Ddos,
+    Botnet,
+    C2,
+    TorAbuse,
+    OpenProxyAbuse,
+    Other,
+}
+
+/// The integration that saw the attacker, from the documented fixed list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportSource {
+    Wazuh,
+    Graylog,
+    Splunk,
+    Sentinel,
+    Crowdsec,
+    Fail2ban,
+    Suricata,
+    Thehive,
+    N8n,
+    HomeAssistant,
+    Manual,
+}
 
 /// One reporter: signal stage, decision stage, submitter, audit.
 #[derive(Debug, Clone, Deserialize)]
@@ -235,7 +283,7 @@ pub struct IpInsightsConfig {
     pub base_url: String,
     /// The API key: `{env: VAR}` or `{file: /run/secrets/ipinsights}`; required unless `dry_run`.
     #[serde(default)]
-    pub api_key: Option<crate::config::KeySource>,
+    pub api_key: Option<super::KeySource>,
 }
 
 /// The production endpoint of ipinsights-api.txt.
@@ -406,7 +454,7 @@ impl ReporterConfig {
                 "cooldown".into(),
                 format!(
                     "{} is below the provider's 15 minute duplicate window",
-                    super::fmt_duration(self.cooldown)
+                    fmt_duration(self.cooldown)
                 ),
             ));
         }
@@ -667,4 +715,18 @@ fn check_template(template: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `1h`, `10m`, `90s`: durations for comments and messages.
+pub fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        format!("{}ms", d.as_millis())
+    } else if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
 }
