@@ -14,6 +14,7 @@
 //! - [`lookup`]: the normalised intel record, providers (MMDB adapter, HTTP APIs) and the lookup chain.
 //! - [`merge`]: renders lookup answers into the event, splicing into the raw JSON bytes.
 //! - [`sink`]: Kafka producer, files and stdout, and the dead-letter output.
+//! - [`kafka`]: the one Kafka client builder: defaults, user options, then the forced guarantees.
 //! - [`pipeline`]: wires the stages under an in-flight budget and owns shutdown.
 //! - [`failure`]: every error's class: per record (dead letter), fatal, or transient.
 //! - [`health`]: readiness of a running pipeline (brokers reachable, partitions held).
@@ -32,6 +33,7 @@ pub mod extract;
 pub mod failure;
 pub mod health;
 pub mod http;
+pub mod kafka;
 pub mod lookup;
 pub mod merge;
 pub mod metrics;

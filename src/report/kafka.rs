@@ -1,5 +1,6 @@
-//! The reporter's Kafka clients, built one way: the user's `options` first, then the
-//! settings the reporter's guarantees rest on, which the user cannot change.
+//! The reporter's Kafka clients, built by [`crate::kafka::client_config`]: the
+//! user's `options` first, then the settings the reporter's guarantees rest on,
+//! which the user cannot change.
 //!
 //! Consumers of both stages store offsets themselves (`enable.auto.offset.store=false`)
 //! and let librdkafka commit the stored ones every second; producers are idempotent
@@ -11,7 +12,6 @@ use std::collections::BTreeMap;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, StreamConsumer};
 use rdkafka::producer::FutureProducer;
-use tracing::warn;
 
 use super::ReportError;
 
@@ -42,15 +42,10 @@ const PRODUCER: [(&str, &str); 4] = [
 ];
 
 impl Clients<'_> {
-    /// Client properties shared by every Kafka client of a reporter.
-    pub(crate) fn config(&self, client_id: &str) -> ClientConfig {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", self.brokers)
-            .set("client.id", client_id);
-        for (k, v) in self.options {
-            cc.set(k, v);
-        }
-        cc
+    /// Client properties shared by every Kafka client of a reporter, with `forced`
+    /// applied over the user's options.
+    fn config(&self, defaults: &[(&str, &str)], forced: &[(&str, &str)]) -> ClientConfig {
+        crate::kafka::client_config(self.brokers, defaults, self.options, forced, "the reporter")
     }
 
     /// A stage consumer in `group`, rebalances handled by `context`; `what` names it
@@ -62,13 +57,12 @@ impl Clients<'_> {
         context: C,
         what: &'static str,
     ) -> Result<StreamConsumer<C>, ReportError> {
-        let mut cc = self.config(client_id);
-        cc.set("group.id", group);
-        for (k, v) in STAGE_CONSUMER {
-            cc.set(k, v);
-        }
-        cc.create_with_context(context)
-            .map_err(|source| ReportError::Kafka { what, source })
+        self.config(
+            &[("client.id", client_id), ("group.id", group)],
+            &STAGE_CONSUMER,
+        )
+        .create_with_context(context)
+        .map_err(|source| ReportError::Kafka { what, source })
     }
 
     /// A consumer that reads assigned partitions and never commits (changelog restore).
@@ -77,27 +71,25 @@ impl Clients<'_> {
         client_id: &str,
         group: &str,
     ) -> Result<BaseConsumer, rdkafka::error::KafkaError> {
-        let mut cc = self.config(client_id);
-        cc.set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
-        cc.create()
+        self.config(
+            &[("client.id", client_id), ("group.id", group)],
+            &[
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+            ],
+        )
+        .create()
     }
 
     /// An idempotent, `acks=all` producer. The partitioner is forced so every replica
     /// maps an IP to the same signal partition.
     pub(crate) fn producer(&self, client_id: &str) -> Result<FutureProducer, ReportError> {
-        let mut cc = self.config(client_id);
-        for (k, v) in PRODUCER {
-            if self.options.get(k).is_some_and(|user| user != v) {
-                warn!(key = k, "option overridden: the reporter needs {k}={v}");
-            }
-            cc.set(k, v);
-        }
-        cc.create().map_err(|source| ReportError::Kafka {
-            what: "producer create",
-            source,
-        })
+        self.config(&[("client.id", client_id)], &PRODUCER)
+            .create()
+            .map_err(|source| ReportError::Kafka {
+                what: "producer create",
+                source,
+            })
     }
 }
 

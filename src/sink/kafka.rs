@@ -9,12 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientContext;
-use tracing::warn;
 
 use super::{Delivery, SinkError};
 use crate::config::Partitioning;
@@ -68,9 +66,6 @@ pub fn record_size(
     payload_len + key + headers + RECORD_OVERHEAD
 }
 
-/// Settings ipenrich needs for at-least-once, ordered output.
-const FORCED: [(&str, &str); 2] = [("enable.idempotence", "true"), ("acks", "all")];
-
 impl KafkaSink {
     /// Creates the producer and learns the topic's partition count.
     pub async fn new(
@@ -80,25 +75,18 @@ impl KafkaSink {
         options: &BTreeMap<String, String>,
         health: Arc<PipelineHealth>,
     ) -> Result<Self, SinkError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", brokers)
-            .set("statistics.interval.ms", "5000")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("queue.buffering.max.messages", "200000");
-        for (k, v) in options {
-            cc.set(k, v);
-        }
-        for (k, v) in FORCED {
-            if options.get(k).is_some_and(|user| user != v) {
-                warn!(
-                    topic,
-                    key = k,
-                    "option overridden: at-least-once needs {k}={v}"
-                );
-            }
-            cc.set(k, v);
-        }
+        let cc = crate::kafka::client_config(
+            brokers,
+            &[
+                ("statistics.interval.ms", "5000"),
+                ("linger.ms", "5"),
+                ("compression.type", "lz4"),
+                ("queue.buffering.max.messages", "200000"),
+            ],
+            options,
+            &crate::kafka::IDEMPOTENT_PRODUCER,
+            "at-least-once",
+        );
         let max_message_bytes = cc
             .get("message.max.bytes")
             .and_then(|v| v.parse().ok())

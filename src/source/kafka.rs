@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -82,12 +81,6 @@ pub struct KafkaSource {
     topics: BTreeMap<String, Arc<str>>,
 }
 
-/// Librdkafka properties ipenrich sets; user `options` may not weaken delivery.
-const FORCED: [(&str, &str); 2] = [
-    ("enable.auto.offset.store", "false"),
-    ("enable.auto.commit", "true"),
-];
-
 impl KafkaSource {
     /// Creates the consumer and subscribes.
     pub fn new(
@@ -96,34 +89,29 @@ impl KafkaSource {
         health: Arc<PipelineHealth>,
     ) -> Result<Self, SourceError> {
         let watermark = Arc::new(Mutex::new(Watermark::default()));
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &config.brokers)
-            .set("group.id", &config.group_id)
-            .set("client.id", format!("ipenrich-{pipeline}"))
-            .set("auto.offset.reset", "earliest")
-            .set("auto.commit.interval.ms", "1000")
-            .set("partition.assignment.strategy", "cooperative-sticky")
+        let client_id = format!("ipenrich-{pipeline}");
+        let defaults = [
+            ("group.id", config.group_id.as_str()),
+            ("client.id", client_id.as_str()),
+            ("auto.offset.reset", "earliest"),
+            ("auto.commit.interval.ms", "1000"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
             // librdkafka pauses a partition's fetching for this long once the prefetch
             // queue passes queued.min.messages / queued.max.messages.kbytes. Its 1 s
             // default stalls a pipeline that briefly falls behind (in-flight bound
             // reached): the queue drains in well under a second and the reader then
             // waits for the rest of it (pipeline bench: ratio 0.57 -> 0.91).
-            .set("fetch.queue.backoff.ms", "10")
+            ("fetch.queue.backoff.ms", "10"),
             // Broker reachability for readiness (see `health`).
-            .set("statistics.interval.ms", "5000");
-        for (k, v) in &config.options {
-            cc.set(k, v);
-        }
-        for (k, v) in FORCED {
-            if config.options.get(k).is_some_and(|user| user != v) {
-                warn!(
-                    pipeline,
-                    key = k,
-                    "option overridden: at-least-once needs {k}={v}"
-                );
-            }
-            cc.set(k, v);
-        }
+            ("statistics.interval.ms", "5000"),
+        ];
+        let cc = crate::kafka::client_config(
+            &config.brokers,
+            &defaults,
+            &config.options,
+            &crate::kafka::AT_LEAST_ONCE_CONSUMER,
+            "at-least-once",
+        );
         let ctx = SourceContext {
             watermark: watermark.clone(),
             pipeline: pipeline.to_string(),
