@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::http::{
     self, body_message, lower, text, HttpClient, HttpSettings, RateInfo, RawResponse,
 };
-use super::{one_at_a_time, Answer, Provider, ProviderError, ProviderFuture};
+use super::{Answer, ProviderError};
 use crate::lookup::record::{AsnInfo, IntelRecord};
 use crate::secret::Secret;
 
@@ -190,22 +190,7 @@ pub fn to_record(a: RadarAsn) -> IntelRecord {
     }
 }
 
-impl Provider for CloudflareRadarClient {
-    fn last_rate_info(&self) -> Option<RateInfo> {
-        self.http.last_rate_info()
-    }
-
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn lookup<'a>(
-        &'a self,
-        ips: &'a [IpAddr],
-    ) -> ProviderFuture<'a, Result<Vec<Answer>, ProviderError>> {
-        one_at_a_time(ips, move |ip| self.lookup_ip(ip))
-    }
-}
+super::single_address_provider!(CloudflareRadarClient);
 
 #[cfg(test)]
 mod tests {

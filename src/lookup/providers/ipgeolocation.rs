@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::http::{
     self, body_message, lower, text, AsNumber, HttpClient, HttpSettings, RateInfo, RawResponse,
 };
-use super::{one_at_a_time, Answer, Provider, ProviderError, ProviderFuture};
+use super::{Answer, ProviderError};
 use crate::lookup::record::{AsnInfo, IntelRecord};
 use crate::secret::Secret;
 
@@ -269,22 +269,7 @@ pub fn to_record(body: AsnLookup) -> IntelRecord {
     }
 }
 
-impl Provider for IpGeolocationClient {
-    fn last_rate_info(&self) -> Option<RateInfo> {
-        self.http.last_rate_info()
-    }
-
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn lookup<'a>(
-        &'a self,
-        ips: &'a [IpAddr],
-    ) -> ProviderFuture<'a, Result<Vec<Answer>, ProviderError>> {
-        one_at_a_time(ips, move |ip| self.lookup_ip(ip))
-    }
-}
+super::single_address_provider!(IpGeolocationClient);
 
 #[cfg(test)]
 mod tests {

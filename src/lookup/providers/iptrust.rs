@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::http::{
     self, fraction_to_score, lower, text, AsNumber, HttpClient, HttpSettings, RateInfo, RawResponse,
 };
-use super::{one_at_a_time, Answer, Provider, ProviderError, ProviderFuture};
+use super::{Answer, ProviderError};
 use crate::lookup::record::{AsnInfo, GeoInfo, IntelRecord, ThreatInfo};
 use crate::secret::Secret;
 
@@ -221,22 +221,7 @@ pub fn to_record(answer: IpTrustAnswer) -> IntelRecord {
     }
 }
 
-impl Provider for IpTrustClient {
-    fn last_rate_info(&self) -> Option<RateInfo> {
-        self.http.last_rate_info()
-    }
-
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn lookup<'a>(
-        &'a self,
-        ips: &'a [IpAddr],
-    ) -> ProviderFuture<'a, Result<Vec<Answer>, ProviderError>> {
-        one_at_a_time(ips, move |ip| self.lookup_ip(ip))
-    }
-}
+super::single_address_provider!(IpTrustClient);
 
 #[cfg(test)]
 mod tests {

@@ -81,6 +81,37 @@ where
     })
 }
 
+/// `Provider` for the client of a single-address API (a type with an `http` client,
+/// a `lookup_ip` method and a `NAME` constant in its module): rate information
+/// from its HTTP client, and [`one_at_a_time`] over `lookup_ip`.
+macro_rules! single_address_provider {
+    ($client:ty) => {
+        impl $crate::lookup::providers::Provider for $client {
+            fn last_rate_info(&self) -> Option<$crate::lookup::providers::http::RateInfo> {
+                self.http.last_rate_info()
+            }
+
+            fn name(&self) -> &str {
+                NAME
+            }
+
+            fn lookup<'a>(
+                &'a self,
+                ips: &'a [std::net::IpAddr],
+            ) -> $crate::lookup::providers::ProviderFuture<
+                'a,
+                Result<
+                    Vec<$crate::lookup::providers::Answer>,
+                    $crate::lookup::providers::ProviderError,
+                >,
+            > {
+                $crate::lookup::providers::one_at_a_time(ips, move |ip| self.lookup_ip(ip))
+            }
+        }
+    };
+}
+pub(crate) use single_address_provider;
+
 /// Why a provider could not answer.
 ///
 /// Messages taken from a provider's error body are cut to a few hundred characters
