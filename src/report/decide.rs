@@ -73,9 +73,8 @@ impl Restorer {
         tpl.add_partition_offset(&self.topic, partition, Offset::Offset(low))
             .map_err(|e| fail(e.to_string()))?;
         consumer.assign(&tpl).map_err(|e| fail(e.to_string()))?;
-        // Blocking on purpose: this runs in the rebalance callback, inside the poll
-        // of the decision consumer, so no signal of the partition is handed out
-        // before its state is back.
+        // Blocking: the decision loop runs this on a blocking thread and decides no
+        // signal of the partition until it returns.
         let deadline = tokio::time::Instant::now() + RESTORE_TIMEOUT;
         loop {
             if tokio::time::Instant::now() > deadline {
@@ -127,13 +126,30 @@ impl Restorer {
     }
 }
 
-/// Rebalance callbacks: restore assigned partitions, forget revoked ones.
+/// A change of the decision consumer's partitions, as the rebalance callbacks saw
+/// it. The callbacks only send these; the decision loop does the work (restore,
+/// forget) before it decides the next signal, so librdkafka's poll never waits
+/// on a changelog read.
+#[derive(Debug)]
+enum Membership {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Rebalance callbacks: tell the decision loop which signal partitions came and went.
 struct DecideContext {
-    book: Arc<Mutex<Book>>,
-    restorer: Restorer,
+    membership: std::sync::mpsc::Sender<Membership>,
     signals_topic: String,
-    failed: Arc<Mutex<Option<ReportError>>>,
     reporter: String,
+}
+
+impl DecideContext {
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements_for_topic(&self.signals_topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect()
+    }
 }
 
 impl ClientContext for DecideContext {}
@@ -141,39 +157,101 @@ impl ClientContext for DecideContext {}
 impl ConsumerContext for DecideContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let mut book = self.book.lock().expect("book lock");
-            for e in tpl.elements_for_topic(&self.signals_topic) {
-                book.drop_partition(e.partition());
-            }
             info!(reporter = %self.reporter, partitions = tpl.count(), "decision partitions revoked");
+            // The receiver lives as long as the consumer; a send cannot fail.
+            let _ = self
+                .membership
+                .send(Membership::Revoked(self.partitions(tpl)));
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                for e in tpl.elements_for_topic(&self.signals_topic) {
-                    let p = e.partition();
-                    match self.restorer.read(p) {
-                        Ok(records) => {
-                            let n = records.len();
-                            let mut book = self.book.lock().expect("book lock");
-                            book.drop_partition(p);
-                            for (ip, state) in records {
-                                book.restore(p, ip, state);
-                            }
-                            info!(reporter = %self.reporter, partition = p, records = n, ips = book.len(), "decision partition restored");
-                        }
-                        Err(e) => {
-                            warn!(reporter = %self.reporter, error = %e, "changelog restore failed");
-                            *self.failed.lock().expect("failed lock") = Some(e);
-                        }
-                    }
-                }
+                let _ = self
+                    .membership
+                    .send(Membership::Assigned(self.partitions(tpl)));
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => warn!(reporter = %self.reporter, error = %e, "rebalance error"),
         }
+    }
+}
+
+/// The signal partitions this stage owns, and whether each one's state is back.
+///
+/// Callbacks run inside the consumer's poll, before the poll hands out any signal
+/// of a new assignment and before a revoked partition's next owner can start, so
+/// draining the channel before each signal sees every change that signal depends on.
+struct Owned {
+    membership: std::sync::mpsc::Receiver<Membership>,
+    /// Assigned partitions, `true` once restored.
+    partitions: BTreeMap<i32, bool>,
+}
+
+impl Owned {
+    /// Applies the changes the callbacks announced: revoked partitions are forgotten
+    /// (their IPs leave the book), assigned ones wait for their restore.
+    fn update(&mut self, book: &Mutex<Book>) {
+        while let Ok(change) = self.membership.try_recv() {
+            match change {
+                Membership::Assigned(ps) => {
+                    for p in ps {
+                        self.partitions.insert(p, false);
+                    }
+                }
+                Membership::Revoked(ps) => {
+                    let mut book = book.lock().expect("book lock");
+                    for p in ps {
+                        self.partitions.remove(&p);
+                        book.drop_partition(p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a signal of `partition` may be decided: the partition is owned and
+    /// its changelog is read back into `book` (now, on a blocking thread, if this is
+    /// its first signal). `Ok(false)`: no longer owned, leave the signal to the next
+    /// owner. A failed restore stops the stage: deciding without the ledger could
+    /// repeat reports.
+    async fn ready(
+        &mut self,
+        partition: i32,
+        restorer: &Arc<Restorer>,
+        book: &Mutex<Book>,
+        reporter: &str,
+    ) -> Result<bool, ReportError> {
+        self.update(book);
+        match self.partitions.get(&partition) {
+            None => return Ok(false),
+            Some(true) => return Ok(true),
+            Some(false) => {}
+        }
+        let r = restorer.clone();
+        let records = tokio::task::spawn_blocking(move || r.read(partition))
+            .await
+            .map_err(|e| ReportError::Restore {
+                topic: restorer.topic.clone(),
+                partition,
+                reason: e.to_string(),
+            })??;
+        let n = records.len();
+        let mut book = book.lock().expect("book lock");
+        book.drop_partition(partition);
+        for (ip, state) in records {
+            book.restore(partition, ip, state);
+        }
+        info!(
+            reporter,
+            partition,
+            records = n,
+            ips = book.len(),
+            "decision partition restored"
+        );
+        self.partitions.insert(partition, true);
+        Ok(true)
     }
 }
 
@@ -237,8 +315,13 @@ pub async fn run(
     let audit = audit_sink(settings, &client_id).await?;
     let changelog = settings.clients().producer(&client_id)?;
     let book = Arc::new(Mutex::new(Book::new(settings)));
-    let failed = Arc::new(Mutex::new(None));
-    let consumer = subscribe(settings, &client_id, &book, &failed)?;
+    let (consumer, mut owned) = subscribe(settings, &client_id)?;
+    let restorer = Arc::new(Restorer {
+        brokers: settings.brokers.clone(),
+        options: settings.options.clone(),
+        topic: settings.changelog_topic.clone(),
+        group: format!("{}-restore", settings.decision_group_id),
+    });
     let mut decider = Decider {
         settings,
         book,
@@ -261,9 +344,6 @@ pub async fn run(
             }
             msg = consumer.recv() => msg,
         };
-        if let Some(e) = failed.lock().expect("failed lock").take() {
-            return Err(e);
-        }
         let msg = match msg {
             Ok(m) => m,
             Err(e) => {
@@ -272,6 +352,16 @@ pub async fn run(
             }
         };
         let (partition, offset) = (msg.partition(), msg.offset());
+        if !owned
+            .ready(partition, &restorer, &decider.book, reporter)
+            .await?
+        {
+            debug!(
+                reporter,
+                partition, offset, "signal of a revoked partition left to its next owner"
+            );
+            continue;
+        }
         let signal = msg
             .payload()
             .and_then(|p| serde_json::from_slice::<Signal>(p).ok())
@@ -339,24 +429,16 @@ async fn audit_sink(
     })
 }
 
-/// The decision consumer, subscribed once the topics are known to fit together;
-/// its rebalances restore into `book` and record a failed restore in `failed`.
+/// The decision consumer, subscribed once the topics are known to fit together,
+/// and the partitions it owns as its rebalances announce them.
 fn subscribe(
     settings: &ReporterSettings,
     client_id: &str,
-    book: &Arc<Mutex<Book>>,
-    failed: &Arc<Mutex<Option<ReportError>>>,
-) -> Result<StreamConsumer<DecideContext>, ReportError> {
+) -> Result<(StreamConsumer<DecideContext>, Owned), ReportError> {
+    let (tx, rx) = std::sync::mpsc::channel();
     let context = DecideContext {
-        book: book.clone(),
-        restorer: Restorer {
-            brokers: settings.brokers.clone(),
-            options: settings.options.clone(),
-            topic: settings.changelog_topic.clone(),
-            group: format!("{}-restore", settings.decision_group_id),
-        },
+        membership: tx,
         signals_topic: settings.signals_topic.clone(),
-        failed: failed.clone(),
         reporter: settings.name.clone(),
     };
     let consumer = settings.clients().stage_consumer(
@@ -379,7 +461,11 @@ fn subscribe(
             what: "decision subscribe",
             source,
         })?;
-    Ok(consumer)
+    let owned = Owned {
+        membership: rx,
+        partitions: BTreeMap::new(),
+    };
+    Ok((consumer, owned))
 }
 
 /// Takes verdicts on the book, keeps the changelog in step, sends reports.

@@ -24,8 +24,10 @@
 //!    report ledger ([`state::Book`]) live in memory and in a compacted changelog
 //!    topic keyed by IP (partition n holds the state of signal partition n). When a
 //!    partition is assigned (start, restart, rebalance) its changelog is read to the
-//!    end *before* any of its signals is processed (in the rebalance callback, which
-//!    runs inside the consumer's poll). A state change is acknowledged by the broker
+//!    end *before* any of its signals is processed: the rebalance callbacks only
+//!    announce the change on a channel, and the decision loop restores a partition
+//!    on a blocking thread before it decides the partition's first signal, and skips
+//!    the signals of a partition already revoked. A state change is acknowledged by the broker
 //!    before the signal's offset is stored, and a report's ledger entry is written
 //!    *before* the report is sent: a SIGKILL at any point repeats no report (at worst
 //!    one is lost), and an IP whose signals came from two replicas still adds up to
