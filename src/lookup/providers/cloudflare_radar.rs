@@ -200,12 +200,10 @@ mod tests {
     use reqwest::header::HeaderMap;
     use reqwest::StatusCode;
 
-    /// "Returns Examples", verbatim.
-    const EXAMPLE: &str = examples::CLOUDFLARE_ASN_714;
-
+    /// The example: "Returns Examples", verbatim.
     #[test]
     fn example_response() {
-        let envelope: Envelope = serde_json::from_str(EXAMPLE).unwrap();
+        let envelope: Envelope = serde_json::from_str(examples::CLOUDFLARE_ASN_714).unwrap();
         assert_eq!(envelope.success, Some(true));
         let a = envelope.result.unwrap().asn.unwrap();
         let users = a.estimated_users.clone().unwrap();

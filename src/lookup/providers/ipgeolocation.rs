@@ -279,12 +279,10 @@ mod tests {
     use reqwest::header::HeaderMap;
     use reqwest::StatusCode;
 
-    /// The 200 example of the spec, from YAML to JSON (whois text shortened to its first lines).
-    const EXAMPLE: &str = examples::IPGEOLOCATION_ASN_24940;
-
+    /// The example: The 200 example of the spec, from YAML to JSON (whois text shortened to its first lines).
     #[test]
     fn example_response() {
-        let body: AsnLookup = serde_json::from_str(EXAMPLE).unwrap();
+        let body: AsnLookup = serde_json::from_str(examples::IPGEOLOCATION_ASN_24940).unwrap();
         let a = body.asn.clone().unwrap();
         assert_eq!(a.num_of_ipv4_routes.unwrap().value(), Some(84));
         assert_eq!(a.num_of_ipv6_routes.unwrap().value(), Some(6));

@@ -231,12 +231,10 @@ mod tests {
     use reqwest::header::HeaderMap;
     use reqwest::StatusCode;
 
-    /// "Example Response", verbatim.
-    const EXAMPLE: &str = examples::IPTRUST_LOOKUP_74;
-
+    /// The example: "Example Response", verbatim.
     #[test]
     fn example_response() {
-        let answer: IpTrustAnswer = serde_json::from_str(EXAMPLE).unwrap();
+        let answer: IpTrustAnswer = serde_json::from_str(examples::IPTRUST_LOOKUP_74).unwrap();
         let Answer::Found(record) = to_answer(answer) else {
             panic!("no data")
         };
