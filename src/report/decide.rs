@@ -211,6 +211,14 @@ impl Owned {
         }
     }
 
+    /// The IPs of owned partitions with nothing left to remember at `now_ms`, taken
+    /// out of `book`. Revoked partitions are forgotten first: a sweep must not
+    /// tombstone an IP in a changelog partition that another replica owns now.
+    fn sweep(&mut self, book: &Mutex<Book>, now_ms: u64) -> Vec<(i32, IpAddr)> {
+        self.update(book);
+        book.lock().expect("book lock").sweep(now_ms)
+    }
+
     /// Whether a signal of `partition` may be decided: the partition is owned and
     /// its changelog is read back into `book` (now, on a blocking thread, if this is
     /// its first signal). `Ok(false)`: no longer owned, leave the signal to the next
@@ -339,7 +347,7 @@ pub async fn run(
             biased;
             _ = stopped(&mut stop) => break,
             _ = sweep.tick() => {
-                decider.sweep().await?;
+                decider.sweep(&mut owned).await?;
                 continue;
             }
             msg = consumer.recv() => msg,
@@ -483,12 +491,8 @@ struct Decider<'a> {
 
 impl Decider<'_> {
     /// Forgets IPs with nothing left to remember, tombstoning them.
-    async fn sweep(&self) -> Result<(), ReportError> {
-        let gone = self
-            .book
-            .lock()
-            .expect("book lock")
-            .sweep(self.clock.now_ms());
+    async fn sweep(&self, owned: &mut Owned) -> Result<(), ReportError> {
+        let gone = owned.sweep(&self.book, self.clock.now_ms());
         for (p, ip) in gone {
             self.write(p, ip, None).await?;
         }
@@ -652,5 +656,50 @@ pub fn request(settings: &ReporterSettings, c: &Candidate) -> ReportRequest {
         categories: c.categories.clone(),
         comment: (!comment.is_empty()).then_some(comment),
         source: Some(c.source),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ReporterConfig;
+
+    fn book() -> Mutex<Book> {
+        let yaml = "name: t\nbrokers: b\ntopics: [in]\nsignals_topic: s\nchangelog_topic: c\naudit: {file: {path: /tmp/x}}\nrules:\n - name: sshd\n   when: [{field: message, exists: true}]\n   attacker: {role: source}\n   categories: [ssh_bruteforce]\n   source: fail2ban\n";
+        let cfg: ReporterConfig = serde_yaml_ng::with::singleton_map_recursive::deserialize(
+            serde_yaml_ng::Deserializer::from_str(yaml),
+        )
+        .unwrap();
+        Mutex::new(Book::new(&cfg.validate().unwrap()))
+    }
+
+    /// A revoke announced by the callback reaches the book before the next sweep,
+    /// so a sweep never tombstones an IP in a changelog partition another replica
+    /// owns now; the partition's signals are left to that owner.
+    #[test]
+    fn revoked_partitions_leave_the_book_before_a_sweep() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut owned = Owned {
+            membership: rx,
+            partitions: BTreeMap::new(),
+        };
+        let book = book();
+        tx.send(Membership::Assigned(vec![0, 1])).unwrap();
+        owned.update(&book);
+        let (kept, revoked): (IpAddr, IpAddr) = (
+            "203.0.113.7".parse().unwrap(),
+            "198.51.100.9".parse().unwrap(),
+        );
+        book.lock()
+            .unwrap()
+            .restore(0, kept, Some(IpState::default()));
+        book.lock()
+            .unwrap()
+            .restore(1, revoked, Some(IpState::default()));
+
+        tx.send(Membership::Revoked(vec![1])).unwrap();
+        assert_eq!(owned.sweep(&book, u64::MAX / 2), vec![(0, kept)]);
+        assert!(owned.partitions.contains_key(&0));
+        assert!(!owned.partitions.contains_key(&1));
     }
 }
