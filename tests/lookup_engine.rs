@@ -27,7 +27,7 @@ use ipenrich::lookup::breaker::{BreakerSettings, BreakerState};
 use ipenrich::lookup::engine::{Engine, EngineSettings, Outcome};
 use ipenrich::lookup::providers::http::HttpSettings;
 use ipenrich::lookup::providers::ipinsights::IpInsightsClient;
-use ipenrich::lookup::rate_limit::RateSettings;
+use ipenrich::lookup::rate_limit::{Counts, RateSettings};
 use ipenrich::secret::Secret;
 use ipenrich::simulate::{FaultConfig, RateLimitConfig, SimConfig, SimHandle};
 use tokio::task::JoinSet;
@@ -56,6 +56,7 @@ fn generous_rate() -> RateSettings {
         request_burst: NonZeroU32::new(10_000).unwrap(),
         units_per_second: Some(1_000_000.0),
         unit_burst: NonZeroU32::new(100_000).unwrap(),
+        window_limit: None,
         ..RateSettings::ipinsights()
     }
 }
@@ -195,8 +196,9 @@ async fn quota_economy_zipf_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_below_the_simulator_limit_never_sees_429() {
-    // Simulator: 2,000 units in any 10 s. Engine: 100 units/s, burst 200, which
-    // admits at most 100 * 10 + 200 = 1,200 units in any 10 s.
+    // Simulator: 2,000 units in any 10 s. Engine: the same limit, exactly; it may
+    // never see a 429, because a request's place in the engine's window is taken
+    // when its answer is back, no earlier than the simulator counted it.
     let mut config = SimConfig::default();
     config.ipinsights.rate_limit = Some(RateLimitConfig {
         requests: 2_000,
@@ -204,14 +206,7 @@ async fn configured_below_the_simulator_limit_never_sees_429() {
     });
     let sim = start_sim(config).await;
     let settings = EngineSettings {
-        rate: RateSettings {
-            requests_per_second: 100.0,
-            request_burst: NonZeroU32::new(100).unwrap(),
-            units_per_second: Some(100.0),
-            unit_burst: NonZeroU32::new(200).unwrap(),
-            window: Duration::from_secs(10),
-            ..RateSettings::ipinsights()
-        },
+        rate: RateSettings::windowed(2_000, Counts::Units, Duration::from_secs(10)),
         ..EngineSettings::default()
     };
     let engine = engine(client(&sim, READ_TIMEOUT), settings);

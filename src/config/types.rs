@@ -317,10 +317,18 @@ pub struct EngineConfig {
     /// Most addresses waiting for upstream; more are answered `rate_limited` (default 10,000).
     #[serde(default)]
     pub max_pending: Option<usize>,
-    /// The provider's quota window: after `X-RateLimit-Remaining: 0` the key pauses
-    /// until this long after the window's first request (ipinsights: 1h).
+    /// The provider's rate window, sliding (default: the documented one; ipinsights
+    /// 1h, OpenIPApi 1m).
     #[serde(default, with = "humantime_serde")]
     pub window: Option<Duration>,
+    /// Requests (OpenIPApi) or addresses (ipinsights) allowed in any `window`
+    /// (default: the documented limit of the provider and plan).
+    #[serde(default)]
+    pub window_limit: Option<u64>,
+    /// While the provider's headers say its window is spent, one request goes out
+    /// this often to see whether it has room again (default 2m).
+    #[serde(default, with = "humantime_serde")]
+    pub probe_every: Option<Duration>,
     /// Hourly, daily or monthly budgets of charged addresses, e.g.
     /// `[{period: 24h, limit: 10000}, {period: 30days, limit: 250000}]`.
     #[serde(default)]
@@ -619,9 +627,10 @@ fn default_max_in_flight() -> usize {
     20_000
 }
 
-/// The OpenIPApi subscription, which fixes the batch size (openipapi-api.txt,
-/// "Batch size limits").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The OpenIPApi subscription, which fixes the batch size, the rate and the monthly
+/// quota (openipapi-api.txt, "Batch size limits" and "Rate limits"). Ordered by tier,
+/// so `plan >= OpenIpApiPlan::Pro` reads as "Pro plan or above".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OpenIpApiPlan {
     /// No batch endpoint (`plan_required`): one address per call.
@@ -633,14 +642,44 @@ pub enum OpenIpApiPlan {
 }
 
 impl OpenIpApiPlan {
-    /// Documented "Max IPs per request"; 1 on the free plan.
-    pub fn max_batch(self) -> usize {
+    /// The plan named as in the config (`free`, `starter`, ...).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "free" => Self::Free,
+            "starter" => Self::Starter,
+            "pro" => Self::Pro,
+            "business" => Self::Business,
+            "enterprise" => Self::Enterprise,
+            _ => return None,
+        })
+    }
+
+    /// Documented "Max IPs per request"; `None` on the free plan, which has no
+    /// batch endpoint (`plan_required`).
+    pub fn batch_max(self) -> Option<usize> {
         match self {
-            OpenIpApiPlan::Free => 1,
-            OpenIpApiPlan::Starter => 100,
-            OpenIpApiPlan::Pro => 500,
-            OpenIpApiPlan::Business => 1_000,
-            OpenIpApiPlan::Enterprise => 5_000,
+            Self::Free => None,
+            Self::Starter => Some(100),
+            Self::Pro => Some(500),
+            Self::Business => Some(1_000),
+            Self::Enterprise => Some(5_000),
+        }
+    }
+
+    /// Addresses one client call may carry: the batch maximum, 1 on the free plan.
+    pub fn max_batch(self) -> usize {
+        self.batch_max().unwrap_or(1)
+    }
+
+    /// Documented "Requests / minute". Enterprise is "Custom": we assume Business's
+    /// 600 until the key's `X-RateLimit-Limit` says more (override with
+    /// `lookup.window_limit`).
+    pub fn per_minute(self) -> u64 {
+        match self {
+            Self::Free => 30,
+            Self::Starter => 120,
+            Self::Pro => 300,
+            Self::Business | Self::Enterprise => 600,
         }
     }
 }

@@ -25,9 +25,9 @@ use super::providers::iptrust::IpTrustClient;
 use super::providers::mmdb::MmdbProvider;
 use super::providers::openipapi::OpenIpApiClient;
 use super::providers::Provider;
-use super::rate_limit::{Budget, RateLimiter, RateSettings};
+use super::rate_limit::{Budget, Counts, RateLimiter, RateSettings, WindowLimit};
 use super::{Chain, Member};
-use crate::config::{EngineConfig, KeySource, ProviderConfig, TimeoutsConfig};
+use crate::config::{EngineConfig, KeySource, OpenIpApiPlan, ProviderConfig, TimeoutsConfig};
 use crate::secret::Secret;
 use crate::telemetry::error_chain;
 
@@ -107,7 +107,7 @@ impl SharedProviders {
         base_url: &str,
         key: &Secret,
     ) -> Result<Arc<RateLimiter>, String> {
-        self.limiter("ipinsights", base_url, key, default_rate("ipinsights"))
+        self.limiter("ipinsights", base_url, key, RateSettings::ipinsights())
     }
 
     /// The limiter of one provider key, created on first use with `rate`.
@@ -141,6 +141,7 @@ impl SharedProviders {
         base_url: &str,
         key: &Secret,
         provider: Arc<dyn Provider>,
+        plan: Option<OpenIpApiPlan>,
         config: &EngineConfig,
     ) -> Result<Arc<Engine>, String> {
         let id = identity(kind, base_url, key);
@@ -152,7 +153,7 @@ impl SharedProviders {
         {
             return Ok(e.clone());
         }
-        let settings = engine_settings(kind, config)?;
+        let settings = engine_settings(kind, plan, config)?;
         let limiter = self.limiter(kind, base_url, key, settings.rate.clone())?;
         let engine = Engine::try_new(provider, settings, limiter, &self.registry)
             .map_err(|e| error_chain(&e))?;
@@ -176,30 +177,34 @@ fn identity(kind: &str, base_url: &str, key: &Secret) -> String {
 }
 
 /// Documented limits per provider (../shared/providers/), as engine defaults.
-fn default_rate(kind: &str) -> RateSettings {
-    let mut rate = RateSettings::ipinsights();
+fn default_rate(kind: &str, plan: Option<OpenIpApiPlan>) -> RateSettings {
+    let minute = std::time::Duration::from_secs(60);
     match kind {
         // "600 requests per hour per key", each public IP of a bulk call counted.
-        "ipinsights" => {}
-        // 30-600 requests a minute by plan: the Starter plan's 30/min is the safe default.
-        "openipapi" => {
-            rate.requests_per_second = 0.5;
-            rate.request_burst = NonZeroU32::new(5).expect("non-zero");
-            rate.units_per_second = None;
-            rate.window = std::time::Duration::from_secs(60);
-        }
+        "ipinsights" => RateSettings::ipinsights(),
+        // "Requests / minute" by plan, counted per request (a batch is one).
+        "openipapi" => RateSettings::windowed(
+            plan.unwrap_or(OpenIpApiPlan::Starter).per_minute(),
+            Counts::Requests,
+            minute,
+        ),
         // IPTrust, IPGeolocation and Cloudflare document no fixed rate: 10/s, burst 20.
-        _ => {
-            rate.requests_per_second = 10.0;
-            rate.request_burst = NonZeroU32::new(20).expect("non-zero");
-            rate.units_per_second = None;
-            rate.window = std::time::Duration::from_secs(60);
-        }
+        _ => RateSettings {
+            requests_per_second: 10.0,
+            request_burst: NonZeroU32::new(20).expect("non-zero"),
+            units_per_second: None,
+            window_limit: None,
+            window: minute,
+            ..RateSettings::ipinsights()
+        },
     }
-    rate
 }
 
-fn engine_settings(kind: &str, c: &EngineConfig) -> Result<EngineSettings, String> {
+fn engine_settings(
+    kind: &str,
+    plan: Option<OpenIpApiPlan>,
+    c: &EngineConfig,
+) -> Result<EngineSettings, String> {
     let nz = |n: usize, what: &str| {
         NonZeroUsize::new(n).ok_or_else(|| format!("lookup.{what} must be at least 1"))
     };
@@ -207,7 +212,7 @@ fn engine_settings(kind: &str, c: &EngineConfig) -> Result<EngineSettings, Strin
         NonZeroU32::new(n).ok_or_else(|| format!("lookup.{what} must be at least 1"))
     };
     let mut s = EngineSettings {
-        rate: default_rate(kind),
+        rate: default_rate(kind, plan),
         ..EngineSettings::default()
     };
     if let Some(v) = c.ttl {
@@ -251,6 +256,20 @@ fn engine_settings(kind: &str, c: &EngineConfig) -> Result<EngineSettings, Strin
     }
     if let Some(v) = c.window {
         s.rate.window = v;
+    }
+    if let Some(v) = c.window_limit {
+        let limit = NonZeroU32::new(u32::try_from(v).unwrap_or(u32::MAX))
+            .ok_or_else(|| "lookup.window_limit must be at least 1".to_string())?;
+        let counts = s.rate.window_limit.map_or(Counts::Requests, |w| w.counts);
+        s.rate.window_limit = Some(WindowLimit { limit: v, counts });
+        // The buckets must not refuse what the window allows at once.
+        s.rate.request_burst = s.rate.request_burst.max(limit);
+        if counts == Counts::Units {
+            s.rate.unit_burst = s.rate.unit_burst.max(limit);
+        }
+    }
+    if let Some(v) = c.probe_every {
+        s.rate.probe_every = v;
     }
     s.rate.budgets.extend(c.budgets.iter().map(|b| Budget {
         period: b.period,
@@ -335,8 +354,12 @@ pub fn member(
                 )
             }
         };
+    let plan = match config {
+        ProviderConfig::Openipapi(c) => Some(c.plan),
+        _ => None,
+    };
     let engine = shared
-        .engine(kind, &url, &key, provider, lookup)
+        .engine(kind, &url, &key, provider, plan, lookup)
         .map_err(err)?;
     Ok(Member::Remote(engine))
 }
@@ -371,21 +394,42 @@ mod tests {
 
     #[test]
     fn defaults_follow_each_providers_documented_limits() {
-        let ipinsights = engine_settings("ipinsights", &EngineConfig::default()).unwrap();
+        let none = EngineConfig::default();
+        let ipinsights = engine_settings("ipinsights", None, &none).unwrap();
         assert_eq!(
-            ipinsights.rate,
-            RateSettings::ipinsights(),
-            "600/hour per key"
+            ipinsights.rate.window_limit,
+            Some(WindowLimit {
+                limit: 600,
+                counts: Counts::Units
+            }),
+            "600/hour per key, each address counted"
         );
-        let openipapi = engine_settings("openipapi", &EngineConfig::default()).unwrap();
-        assert_eq!(
-            openipapi.rate.requests_per_second, 0.5,
-            "Starter plan: 30 a minute"
-        );
-        assert_eq!(
-            openipapi.rate.units_per_second, None,
-            "counted in requests only"
-        );
+        assert_eq!(ipinsights.rate.window, std::time::Duration::from_secs(3600));
+        // Regression (issue 10): the default ignored `plan:` and called Free's 30 "Starter".
+        for (plan, per_minute) in [
+            (OpenIpApiPlan::Free, 30),
+            (OpenIpApiPlan::Starter, 120),
+            (OpenIpApiPlan::Pro, 300),
+            (OpenIpApiPlan::Business, 600),
+        ] {
+            let rate = engine_settings("openipapi", Some(plan), &none)
+                .unwrap()
+                .rate;
+            assert_eq!(
+                rate.window_limit,
+                Some(WindowLimit {
+                    limit: per_minute,
+                    counts: Counts::Requests
+                }),
+                "{plan:?}"
+            );
+            assert_eq!(rate.window, std::time::Duration::from_secs(60));
+            assert_eq!(rate.units_per_second, None, "counted in requests only");
+            assert!(
+                u64::from(rate.request_burst.get()) >= per_minute,
+                "{plan:?}"
+            );
+        }
     }
 
     #[test]
@@ -393,7 +437,7 @@ mod tests {
         let c = engine_config(
             "ttl: 2h\nmax_pending: 50\nunits_per_second: 2\nunit_burst: 100\nwindow: 10m\nbudgets:\n  - {period: 24h, limit: 10000}\n  - {period: 30days, limit: 250000}\n",
         );
-        let s = engine_settings("ipinsights", &c).unwrap();
+        let s = engine_settings("ipinsights", None, &c).unwrap();
         assert_eq!(s.ttl, std::time::Duration::from_secs(7200));
         assert_eq!(s.max_pending.get(), 50);
         assert_eq!(s.rate.units_per_second, Some(2.0));
@@ -415,7 +459,7 @@ mod tests {
 
     #[test]
     fn zero_sizes_are_refused_with_the_key() {
-        let err = engine_settings("iptrust", &engine_config("concurrency: 0\n")).unwrap_err();
+        let err = engine_settings("iptrust", None, &engine_config("concurrency: 0\n")).unwrap_err();
         assert_eq!(err, "lookup.concurrency must be at least 1");
     }
 }

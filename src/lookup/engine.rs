@@ -418,19 +418,24 @@ impl Engine {
             .breaker_state
             .set(self.breaker.state().as_gauge());
         let units = u32::try_from(n).unwrap_or(u32::MAX);
-        if let Err(denied) = self
+        let admitted = match self
             .limiter
             .acquire_within(1, units, self.max_token_wait)
             .await
         {
-            tracing::debug!(provider = self.name(), batch = n, reason = ?denied.reason, wait_ms = u64::try_from(denied.wait.as_millis()).unwrap_or(u64::MAX), "batch not sent: rate limit");
-            batch.record(Verdict::Neutral);
-            self.metrics.shed.inc_by(n as u64);
-            return batch.finish_all(Outcome::RateLimited);
-        }
+            Ok(admitted) => admitted,
+            Err(denied) => {
+                tracing::debug!(provider = self.name(), batch = n, reason = ?denied.reason, wait_ms = u64::try_from(denied.wait.as_millis()).unwrap_or(u64::MAX), "batch not sent: rate limit");
+                batch.record(Verdict::Neutral);
+                self.metrics.shed.inc_by(n as u64);
+                return batch.finish_all(Outcome::RateLimited);
+            }
+        };
         self.metrics.requests.inc();
         self.metrics.ips_per_request.observe(n as f64);
         let result = self.provider.lookup(&batch.ips).await;
+        // Answered: the request's place in the provider's window is now at the latest.
+        drop(admitted);
         if let Some(info) = self.provider.last_rate_info() {
             self.limiter.observe(&info);
         }
@@ -635,6 +640,7 @@ mod tests {
                 request_burst: NonZeroU32::new(1000).unwrap(),
                 units_per_second: Some(100_000.0),
                 unit_burst: NonZeroU32::new(100_000).unwrap(),
+                window_limit: None,
                 ..RateSettings::ipinsights()
             },
             breaker: BreakerSettings {

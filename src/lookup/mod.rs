@@ -26,6 +26,7 @@ pub mod providers;
 pub mod rate_limit;
 pub mod record;
 pub mod time;
+pub mod window;
 
 use engine::{Engine, Outcome};
 use providers::mmdb::MmdbProvider;

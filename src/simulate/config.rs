@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::SimError;
+pub use crate::config::OpenIpApiPlan;
 
 /// The five simulated providers; the string form is also the URL prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -128,56 +129,6 @@ pub struct FaultConfig {
     pub malformed_rate: f64,
     /// Share of requests whose connection is reset (TCP RST) instead of answered.
     pub reset_rate: f64,
-}
-
-/// OpenIPApi plans (openipapi-api.txt, "Rate limits" and "Batch size limits").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum OpenIpApiPlan {
-    /// No batch, no ASN, no fraud.
-    Free,
-    /// Batch 100, 120 req/min.
-    Starter,
-    /// Batch 500, 300 req/min, threat fields.
-    Pro,
-    /// Batch 1,000, 600 req/min.
-    Business,
-    /// Batch 5,000, custom rate.
-    Enterprise,
-}
-
-impl OpenIpApiPlan {
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "free" => Self::Free,
-            "starter" => Self::Starter,
-            "pro" => Self::Pro,
-            "business" => Self::Business,
-            "enterprise" => Self::Enterprise,
-            _ => return None,
-        })
-    }
-
-    /// Maximum IPs in one batch; `None` on free (`plan_required`).
-    pub fn batch_max(self) -> Option<usize> {
-        match self {
-            Self::Free => None,
-            Self::Starter => Some(100),
-            Self::Pro => Some(500),
-            Self::Business => Some(1_000),
-            Self::Enterprise => Some(5_000),
-        }
-    }
-
-    /// Requests per minute; enterprise is "Custom" in the document, we pick 1,200.
-    pub fn per_minute(self) -> u64 {
-        match self {
-            Self::Free => 30,
-            Self::Starter => 120,
-            Self::Pro => 300,
-            Self::Business => 600,
-            Self::Enterprise => 1_200,
-        }
-    }
 }
 
 /// IPTrust plans; higher tiers include every lower-tier field.

@@ -22,7 +22,6 @@ pub mod ipgeolocation;
 pub mod ipinsights;
 pub mod iptrust;
 pub mod openipapi;
-pub mod rate;
 pub mod server;
 pub mod state;
 mod tables;

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::accounting::{Accounting, ProviderAccounting, RateLimitEvent};
 use super::config::{Provider, SimConfig};
 use super::data::Dataset;
-use super::rate::{Admission, SlidingWindow};
+use crate::lookup::window::{Admission, SlidingWindow};
 
 /// Unix seconds of 2026-02-20T12:00:00Z.
 const SIM_EPOCH: i64 = 1_771_588_800;
@@ -168,7 +168,9 @@ impl SimState {
                 m.accounting.provider_mut(p).units_charged += cost;
                 Ok(remaining)
             }
-            Admission::Refused { retry_after_secs } => {
+            Admission::Refused {
+                retry_after_secs, ..
+            } => {
                 m.accounting
                     .provider_mut(p)
                     .rate_limited
@@ -249,7 +251,9 @@ impl SimState {
         let w = m.downloads.entry(source.to_string()).or_default();
         match w.try_take(Instant::now(), 1, 10, Duration::from_secs(86_400)) {
             Admission::Admitted { .. } => Ok(()),
-            Admission::Refused { retry_after_secs } => Err(retry_after_secs),
+            Admission::Refused {
+                retry_after_secs, ..
+            } => Err(retry_after_secs),
         }
     }
 }

@@ -1,7 +1,10 @@
-//! Sliding-window rate limiting per API key: a request of `cost` units is admitted when
-//! the units admitted during the last `window` plus `cost` stay within `limit`; a refusal
-//! says how long until enough units leave the window (the `Retry-After`). Time is passed
-//! in as `tokio::time::Instant`, so tests drive it with paused time.
+//! The sliding window the providers count in: a request of `cost` units is admitted
+//! when the units admitted during the last `window` plus `cost` stay within `limit`;
+//! a refusal says how long until enough units leave the window. The client's limiter
+//! ([`super::rate_limit`]) counts its own requests with it, so it never sends more in
+//! any window than the provider allows, and the simulator counts with the same code
+//! when it plays the provider (its `Retry-After`). Time is passed in as
+//! `tokio::time::Instant`, so tests drive it with paused time.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -18,8 +21,10 @@ pub enum Admission {
     },
     /// Refused; retry after this long (whole seconds, rounded up, at least 1).
     Refused {
-        /// Seconds until the request would be admitted.
+        /// Seconds until the request would be admitted (whole, at least 1).
         retry_after_secs: u64,
+        /// The same, exactly.
+        wait: Duration,
     },
 }
 
@@ -35,11 +40,17 @@ impl SlidingWindow {
         while let Some(&(at, units)) = self.entries.front() {
             if now.saturating_duration_since(at) >= window {
                 self.entries.pop_front();
-                self.used -= units;
+                self.used = self.used.saturating_sub(units);
             } else {
                 break;
             }
         }
+    }
+
+    /// Units admitted during the window that ends at `now`.
+    pub fn used(&mut self, now: Instant, window: Duration) -> u64 {
+        self.expire(now, window);
+        self.used
     }
 
     /// Units left in the window at `now` without taking any.
@@ -48,17 +59,26 @@ impl SlidingWindow {
         limit.saturating_sub(self.used)
     }
 
-    /// Takes `cost` units if they fit; a zero cost is always admitted.
-    pub fn try_take(&mut self, now: Instant, cost: u64, limit: u64, window: Duration) -> Admission {
+    /// Records `cost` units admitted at `now`, whatever the limit.
+    pub fn record(&mut self, now: Instant, cost: u64) {
+        if cost > 0 {
+            self.entries.push_back((now, cost));
+            self.used = self.used.saturating_add(cost);
+        }
+    }
+
+    /// `None` when `cost` units fit in the window now, else how long until enough
+    /// units have left it (a whole window when `cost` exceeds `limit`).
+    pub fn wait_for(
+        &mut self,
+        now: Instant,
+        cost: u64,
+        limit: u64,
+        window: Duration,
+    ) -> Option<Duration> {
         self.expire(now, window);
-        if cost == 0 || self.used + cost <= limit {
-            if cost > 0 {
-                self.entries.push_back((now, cost));
-                self.used += cost;
-            }
-            return Admission::Admitted {
-                remaining: limit.saturating_sub(self.used),
-            };
+        if cost == 0 || self.used.saturating_add(cost) <= limit {
+            return None;
         }
         // Walk the log until enough units would have left the window.
         let mut freed = 0;
@@ -66,14 +86,28 @@ impl SlidingWindow {
         if cost <= limit {
             for &(at, units) in &self.entries {
                 freed += units;
-                if self.used - freed + cost <= limit {
-                    wait = (at + window).saturating_duration_since(now);
+                if (self.used - freed).saturating_add(cost) <= limit {
+                    wait = super::time::after(at, window).saturating_duration_since(now);
                     break;
                 }
             }
         }
-        Admission::Refused {
-            retry_after_secs: ceil_secs(wait).max(1),
+        Some(wait)
+    }
+
+    /// Takes `cost` units if they fit; a zero cost is always admitted.
+    pub fn try_take(&mut self, now: Instant, cost: u64, limit: u64, window: Duration) -> Admission {
+        match self.wait_for(now, cost, limit, window) {
+            None => {
+                self.record(now, cost);
+                Admission::Admitted {
+                    remaining: limit.saturating_sub(self.used),
+                }
+            }
+            Some(wait) => Admission::Refused {
+                retry_after_secs: ceil_secs(wait).max(1),
+                wait,
+            },
         }
     }
 }
@@ -101,7 +135,8 @@ mod tests {
         assert_eq!(
             refused,
             Admission::Refused {
-                retry_after_secs: 3540
+                retry_after_secs: 3540,
+                wait: Duration::from_secs(3540)
             }
         );
         tokio::time::advance(Duration::from_secs(3539)).await;
@@ -133,14 +168,16 @@ mod tests {
         assert_eq!(
             w.try_take(Instant::now(), 5, 10, minute),
             Admission::Refused {
-                retry_after_secs: 50
+                retry_after_secs: 50,
+                wait: Duration::from_secs(50)
             }
         );
         // A cost above the limit can never pass: one full window.
         assert_eq!(
             w.try_take(Instant::now(), 11, 10, minute),
             Admission::Refused {
-                retry_after_secs: 60
+                retry_after_secs: 60,
+                wait: Duration::from_secs(60)
             }
         );
         assert_eq!(
