@@ -36,6 +36,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Providers(String),
+    #[error(transparent)]
+    IntelTable(#[from] crate::lookup::table::TableError),
     #[error("reporter {reporter}: {reason}")]
     Reporter { reporter: String, reason: String },
     #[error("registering reporter metrics: {0}")]
@@ -72,6 +74,7 @@ pub async fn run(
         + SHUTDOWN_SLACK;
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = open_providers(&config, &metrics)?;
+    let _table = open_table(&config, &metrics, &shared).await?;
     let mut reporters = start_reporters(&config, &metrics, &shared, &stop_rx)?;
     let mut pipelines = JoinSet::new();
     for p in config.pipelines {
@@ -185,6 +188,30 @@ fn open_providers(config: &Config, metrics: &Metrics) -> Result<Arc<SharedProvid
         })?;
     }
     Ok(shared)
+}
+
+/// Starts the shared intel table and loads it into the engines' caches before
+/// any pipeline runs, so a restarted replica starts warm (readiness waits too).
+async fn open_table(
+    config: &Config,
+    metrics: &Metrics,
+    shared: &Arc<SharedProviders>,
+) -> Result<Option<crate::lookup::table::Table>, StartError> {
+    let Some(table_config) = config.intel_table.clone() else {
+        return Ok(None);
+    };
+    let engines = shared.engines_by_source();
+    let registry = metrics.registry().clone();
+    let warm_timeout = table_config.warm_timeout;
+    let table = tokio::task::spawn_blocking(move || {
+        crate::lookup::table::Table::start(&table_config, engines, &registry)
+    })
+    .await
+    .map_err(|e| StartError::Providers(format!("intel table start: {e}")))??;
+    if !table.warmed(warm_timeout).await {
+        warn!(timeout = ?warm_timeout, "intel table not fully loaded in time; starting with what was loaded");
+    }
+    Ok(Some(table))
 }
 
 /// How a pipeline ended.

@@ -122,6 +122,7 @@ fn generous() -> EngineSettings {
             request_burst: NonZeroU32::new(1000).unwrap(),
             units_per_second: Some(100_000.0),
             unit_burst: NonZeroU32::new(100_000).unwrap(),
+            window_limit: None,
             ..RateSettings::ipinsights()
         },
         ..EngineSettings::default()

@@ -494,7 +494,7 @@ async fn quota_economy_zipf_200k_events_over_20k_addresses() {
             // max_wait 250 ms: a partial bulk waits longer for company, so a slow
             // machine that queues misses slowly still sends full ones.
             "{max_wait: 250ms, concurrency: 4, requests_per_second: 1000, request_burst: 1000, \
-             units_per_second: 10000, unit_burst: 10000, breaker_failures: 5, breaker_open_for: 2s, \
+             units_per_second: 10000, unit_burst: 10000, window_limit: 100000000, breaker_failures: 5, breaker_open_for: 2s, \
              ttl: 24h, negative_ttl: 1h, cache_entries: 100000, max_batch: 100}",
             // Reading pauses when `max_in_flight` events wait, and each such round of
             // events tends to end in one partial bulk; 20,000 makes the rounds few
@@ -676,7 +676,7 @@ async fn stricter_simulator_retry_after_is_honoured_and_the_stream_flows() {
             &base,
             TIMEOUTS,
             "{max_wait: 50ms, concurrency: 1, requests_per_second: 1000, request_burst: 1000, \
-             units_per_second: 10000, unit_burst: 10000, max_batch: 100}",
+             units_per_second: 10000, unit_burst: 10000, window_limit: 100000000, max_batch: 100}",
             &format!("{{max_enrichment_delay: {DEADLINE}, on_slow_lookup: fail_open}}"),
         );
         let mut child = Proc::run(&cfg, &s.log());
@@ -748,7 +748,7 @@ async fn faults_mark_events_breaker_opens_and_closes_nothing_lost() {
             &base,
             "{connect: 5s, read: 5s, request: 10s}",
             "{max_wait: 20ms, concurrency: 4, requests_per_second: 1000, request_burst: 1000, \
-             units_per_second: 100000, unit_burst: 100000, breaker_failures: 3, \
+             units_per_second: 100000, unit_burst: 100000, window_limit: 100000000, breaker_failures: 3, \
              breaker_open_for: 1s, max_batch: 10}",
             &format!(
                 "{{max_enrichment_delay: {DEADLINE}, on_slow_lookup: fail_open, \
@@ -933,7 +933,7 @@ async fn backpressure_holds_events_until_the_provider_recovers() {
             &base,
             "{connect: 1s, read: 2s, request: 5s}",
             "{max_wait: 50ms, concurrency: 4, requests_per_second: 1000, request_burst: 1000, \
-             units_per_second: 100000, unit_burst: 100000, breaker_failures: 3, \
+             units_per_second: 100000, unit_burst: 100000, window_limit: 100000000, breaker_failures: 3, \
              breaker_open_for: 500ms, max_batch: 100}",
             &format!(
                 "{{max_enrichment_delay: 1s, on_slow_lookup: backpressure, \
@@ -1025,7 +1025,7 @@ async fn a_long_backpressure_stall_keeps_the_group_and_duplicates_nothing() {
             &base,
             "{connect: 1s, read: 2s, request: 5s}",
             "{max_wait: 50ms, concurrency: 4, requests_per_second: 1000, request_burst: 1000, \
-             units_per_second: 100000, unit_burst: 100000, breaker_failures: 3, \
+             units_per_second: 100000, unit_burst: 100000, window_limit: 100000000, breaker_failures: 3, \
              breaker_open_for: 500ms, max_batch: 100}",
             "{max_enrichment_delay: 1s, on_slow_lookup: backpressure, max_in_flight: 500}",
             "          max.poll.interval.ms: \"7000\"",
@@ -1051,6 +1051,89 @@ async fn a_long_backpressure_stall_keeps_the_group_and_duplicates_nothing() {
         assert!(
             !log.contains("max.poll"),
             "the consumer left its group:\n{log}"
+        );
+    })
+    .await;
+}
+
+/// Issue 10, the shared intel table: a replica's answers are published to the
+/// compacted table topic (created by `ipenrich run`), and a replica started later
+/// (after the first stopped, as in a rolling restart) loads it before its
+/// pipelines run: the addresses seen before cost at most 1 % new lookups, and its
+/// cache hits come from the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_starts_warm_from_the_intel_table() {
+    const DISTINCT: usize = 1_000;
+    const N: usize = 2 * DISTINCT;
+    let sim = start_sim(sim_config(FaultConfig::default())).await;
+    let base = sim.base_url("ipinsights");
+    drive(sim, move |sim| {
+        let s = Setup::new();
+        let table = unique("intel");
+        let cfg = s.config(
+            &base,
+            TIMEOUTS,
+            "{max_wait: 50ms, concurrency: 4, window_limit: 100000000, max_batch: 100}",
+            &format!("{{max_enrichment_delay: {DEADLINE}}}"),
+        );
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str(&format!(
+            "intel_table:\n  brokers: \"{}\"\n  topic: {table}\n  partitions: 3\n",
+            s.kafka
+        ));
+        std::fs::write(&cfg, text).unwrap();
+        let ip = |seq: usize| public(5, (seq % DISTINCT) * 7);
+        let mut reader = Reader::new(&s.kafka, &s.output);
+
+        // Replica A: every address asked once, every answer published.
+        s.produce(0..N, ip);
+        let log_a = s.dir.path().join("log-a");
+        let mut a = Proc::run(&cfg, &log_a);
+        reader.until(N, Duration::from_secs(300));
+        let metrics_a = scrape(&metrics_addr(&log_a));
+        assert_eq!(a.terminate(Duration::from_secs(30)), Some(0));
+        let first = ipinsights(sim).public_ips_charged;
+        let published = metric(&metrics_a, "ipenrich_intel_table_published_total", &[]);
+        println!("replica A: {first} upstream lookups, {published} published to {table}");
+        assert!(first as usize >= DISTINCT, "every address asked: {first}");
+        assert!(
+            published as u64 >= first,
+            "{published} published of {first}"
+        );
+
+        // Replica B, a fresh process: loads the table, then the same addresses again.
+        s.produce(N..2 * N, ip);
+        let log_b = s.dir.path().join("log-b");
+        let mut b = Proc::run(&cfg, &log_b);
+        reader.until(2 * N, Duration::from_secs(300));
+        let metrics_b = scrape(&metrics_addr(&log_b));
+        assert_eq!(b.terminate(Duration::from_secs(30)), Some(0));
+        let again = ipinsights(sim).public_ips_charged - first;
+        let from_table = metric(
+            &metrics_b,
+            "ipenrich_lookup_cache_hits_by_origin_total",
+            &["origin=\"table\""],
+        );
+        let applied = metric(
+            &metrics_b,
+            "ipenrich_intel_table_records_total",
+            &["result=\"applied\""],
+        );
+        println!(
+            "replica B: {again} new upstream lookups for {DISTINCT} addresses seen before; \
+             {applied} table records applied, {from_table} cache hits from the table"
+        );
+        assert_exactly_once(&reader.got, 2 * N, &log_b);
+        assert_eq!(count(&tally(&reader.got), "ok"), 2 * N);
+        assert!(
+            again as f64 <= 0.01 * DISTINCT as f64,
+            "{again} new lookups after the restart (log: {})",
+            log_b.display()
+        );
+        assert!(applied >= DISTINCT as f64, "{applied} records applied");
+        assert!(
+            from_table >= N as f64 - again as f64,
+            "{from_table} hits from the table"
         );
     })
     .await;

@@ -32,6 +32,8 @@ pub async fn enrich(
             http: None,
             pipelines: vec![one_shot(p, input, output)],
             reporters: Vec::new(),
+            // One shot reaches no broker (see `one_shot`).
+            intel_table: None,
         },
         false,
     )

@@ -44,6 +44,23 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         validate_pipeline(p, &|key| format!("pipelines[{i}].{key}"), &mut problems);
     }
     validate_reporters(&config.reporters, &mut problems);
+    if let Some(t) = &config.intel_table {
+        if t.brokers.trim().is_empty() {
+            problems.push(("intel_table.brokers".into(), "must not be empty".into()));
+        }
+        if t.topic.is_empty() || t.topic.len() > 249 {
+            problems.push((
+                "intel_table.topic".into(),
+                "must be 1-249 characters".into(),
+            ));
+        }
+        if t.partitions == 0 || t.partitions < -1 {
+            problems.push((
+                "intel_table.partitions".into(),
+                "must be at least 1 (or -1, the broker's default)".into(),
+            ));
+        }
+    }
     problems
 }
 

@@ -21,6 +21,67 @@ pub struct Config {
     /// Reciprocal attacker reporters, run next to the pipelines (see `crate::report`).
     #[serde(default, with = "serde_yaml_ng::with::singleton_map_recursive")]
     pub reporters: Vec<super::ReporterConfig>,
+    /// The intel table shared by every replica on a compacted Kafka topic; off
+    /// when absent (see `crate::lookup::table`).
+    #[serde(default)]
+    pub intel_table: Option<IntelTableConfig>,
+}
+
+/// `intel_table:`: every API answer is published to a compacted topic keyed by
+/// provider and address, and every replica loads it at start and follows it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntelTableConfig {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// The compacted topic (default `ipenrich-intel`).
+    #[serde(default = "default_intel_topic")]
+    pub topic: String,
+    /// Create the topic at start when it is missing (default true); without it,
+    /// a missing topic stops the start with an error.
+    #[serde(default = "default_true")]
+    pub create: bool,
+    /// Partitions of a created topic (default 6).
+    #[serde(default = "default_intel_partitions")]
+    pub partitions: i32,
+    /// Replication factor of a created topic (default -1: the broker's default).
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// `retention.ms` of a created topic beside compaction (default 7d): records
+    /// older than every TTL are deleted, so the topic stays bounded.
+    #[serde(default = "default_intel_retention", with = "humantime_serde")]
+    pub retention: Duration,
+    /// Longest the start waits to load the table before pipelines run (default 60s);
+    /// past it they start with what was loaded and a warning.
+    #[serde(default = "default_warm_timeout", with = "humantime_serde")]
+    pub warm_timeout: Duration,
+    /// Extra librdkafka properties (security, tuning).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_intel_topic() -> String {
+    "ipenrich-intel".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_intel_partitions() -> i32 {
+    6
+}
+
+fn default_replication() -> i32 {
+    -1
+}
+
+fn default_intel_retention() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+
+fn default_warm_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// The `/metrics` and `/health/*` listener.

@@ -25,7 +25,7 @@ use super::providers::iptrust::IpTrustClient;
 use super::providers::mmdb::MmdbProvider;
 use super::providers::openipapi::OpenIpApiClient;
 use super::providers::Provider;
-use super::rate_limit::{Budget, Counts, RateLimiter, RateSettings, WindowLimit};
+use super::rate_limit::{Budget, Counts, RateLimiter, RateSettings};
 use super::{Chain, Member};
 use crate::config::{EngineConfig, KeySource, OpenIpApiPlan, ProviderConfig, TimeoutsConfig};
 use crate::secret::Secret;
@@ -67,6 +67,8 @@ fn settings(url: &str, key: Secret, t: &TimeoutsConfig) -> Result<HttpSettings, 
 pub struct SharedProviders {
     registry: prometheus::Registry,
     engines: Mutex<HashMap<String, Arc<Engine>>>,
+    /// Engines by the source of their data (provider and base URL, not key).
+    sources: Mutex<HashMap<String, Vec<Arc<Engine>>>>,
     limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
     databases: Mutex<HashMap<std::path::PathBuf, Arc<MmdbProvider>>>,
 }
@@ -77,6 +79,7 @@ impl SharedProviders {
         SharedProviders {
             registry,
             engines: Mutex::default(),
+            sources: Mutex::default(),
             limiters: Mutex::default(),
             databases: Mutex::default(),
         }
@@ -161,8 +164,28 @@ impl SharedProviders {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, engine.clone());
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(source(kind, base_url))
+            .or_default()
+            .push(engine.clone());
         Ok(engine)
     }
+
+    /// Every engine, by the source of its data (see [`source`]).
+    pub fn engines_by_source(&self) -> HashMap<String, Vec<Arc<Engine>>> {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Where an engine's data comes from: provider and base URL. Two keys of one
+/// provider share it; the shared intel table keys its records by it.
+pub fn source(kind: &str, base_url: &str) -> String {
+    format!("{kind}|{}", base_url.trim_end_matches('/'))
 }
 
 /// Provider, URL and a hash of the key: never the key itself.
@@ -233,6 +256,27 @@ fn engine_settings(
     if let Some(v) = c.concurrency {
         s.concurrency = nz(v, "concurrency")?;
     }
+    // The window first: explicit rates and bursts below refine the buckets it sets.
+    if c.window.is_some() || c.window_limit.is_some() {
+        let counts = s.rate.window_limit.map_or(Counts::Requests, |w| w.counts);
+        let window = c.window.unwrap_or(s.rate.window);
+        let limit = c
+            .window_limit
+            .or(s.rate.window_limit.map(|w| w.limit))
+            .unwrap_or(u64::from(s.rate.request_burst.get()));
+        if limit == 0 {
+            return Err("lookup.window_limit must be at least 1".into());
+        }
+        let had_window = s.rate.window_limit.is_some() || c.window_limit.is_some();
+        let base = std::mem::replace(&mut s.rate, RateSettings::windowed(limit, counts, window));
+        s.rate.budgets = base.budgets;
+        if !had_window {
+            // A provider without a documented window keeps its buckets.
+            s.rate.window_limit = None;
+            s.rate.requests_per_second = base.requests_per_second;
+            s.rate.request_burst = base.request_burst;
+        }
+    }
     if let Some(v) = c.requests_per_second {
         s.rate.requests_per_second = v;
     }
@@ -253,20 +297,6 @@ fn engine_settings(
     }
     if let Some(v) = c.max_pending {
         s.max_pending = nz(v, "max_pending")?;
-    }
-    if let Some(v) = c.window {
-        s.rate.window = v;
-    }
-    if let Some(v) = c.window_limit {
-        let limit = NonZeroU32::new(u32::try_from(v).unwrap_or(u32::MAX))
-            .ok_or_else(|| "lookup.window_limit must be at least 1".to_string())?;
-        let counts = s.rate.window_limit.map_or(Counts::Requests, |w| w.counts);
-        s.rate.window_limit = Some(WindowLimit { limit: v, counts });
-        // The buckets must not refuse what the window allows at once.
-        s.rate.request_burst = s.rate.request_burst.max(limit);
-        if counts == Counts::Units {
-            s.rate.unit_burst = s.rate.unit_burst.max(limit);
-        }
     }
     if let Some(v) = c.probe_every {
         s.rate.probe_every = v;
@@ -387,6 +417,7 @@ pub fn chain(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lookup::rate_limit::WindowLimit;
 
     fn engine_config(yaml: &str) -> EngineConfig {
         serde_yaml_ng::from_str(yaml).expect("engine config parses")

@@ -83,6 +83,8 @@ impl CacheSettings {
 #[derive(Clone)]
 pub struct CacheMetrics {
     pub hits: IntCounter,
+    /// Hits by where the entry came from, indexed by [`Origin`].
+    pub hits_by_origin: [IntCounter; 2],
     pub misses: IntCounter,
     pub evictions: IntCounter,
     pub expirations: IntCounter,
@@ -97,11 +99,31 @@ impl CacheMetrics {
         let g = |n: &str| IntGauge::new(n, n).expect("valid metric name");
         CacheMetrics {
             hits: c("hits"),
+            hits_by_origin: [c("hits_local"), c("hits_table")],
             misses: c("misses"),
             evictions: c("evictions"),
             expirations: c("expirations"),
             entries: g("entries"),
             bytes: g("bytes"),
+        }
+    }
+}
+
+/// Where a cached answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This process asked the provider.
+    Local = 0,
+    /// Another replica asked, and the shared intel table brought the answer.
+    Table = 1,
+}
+
+impl Origin {
+    /// The `origin` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Local => "local",
+            Origin::Table => "table",
         }
     }
 }
@@ -118,7 +140,7 @@ pub enum Count {
 }
 
 /// Approximate bytes of one entry with its LRU node and hash-table slot: the node
-/// (key 17 + value 32 + two links, rounded to the allocator's 80-byte class) plus
+/// (key 17 + value 40 + two links, rounded to the allocator's 80-byte class) plus
 /// a table slot (16 bytes + control byte) at the table's typical 50-87 % load.
 pub const ENTRY_BYTES: usize = 80 + 32;
 
@@ -135,6 +157,7 @@ struct Entry {
     expires: u32,
     /// Bytes of newly interned sections this entry brought in.
     charged: u32,
+    origin: Origin,
 }
 
 impl Entry {
@@ -224,7 +247,7 @@ impl Cache {
         let now = self.now_ticks();
         let mut shard = lock(self.shard(&ip));
         let found = match shard.lru.get(&ip) {
-            Some(e) if u64::from(e.expires) > now => Some(e.answer()),
+            Some(e) if u64::from(e.expires) > now => Some((e.answer(), e.origin)),
             Some(_) => {
                 let (_, e) = shard.lru.pop_entry(&ip).expect("entry just seen");
                 shard.bytes -= e.bytes();
@@ -237,19 +260,36 @@ impl Cache {
         };
         drop(shard);
         match (&found, count) {
-            (Some(_), Count::Both | Count::HitsOnly) => self.metrics.hits.inc(),
+            (Some((_, origin)), Count::Both | Count::HitsOnly) => {
+                self.metrics.hits.inc();
+                self.metrics.hits_by_origin[*origin as usize].inc();
+            }
             (None, Count::Both) => self.metrics.misses.inc(),
             _ => {}
         }
-        found
+        found.map(|(answer, _)| answer)
     }
 
     /// Stores an answer with the TTL of its kind; evicts least recently used entries
     /// of the shard past the entry or byte bound.
     pub fn insert(&self, ip: IpAddr, answer: &Answer) {
-        let (ttl, record) = match answer {
-            Answer::Found(r) if !r.is_empty() => (self.ttl, Some(r)),
-            _ => (self.negative_ttl, None),
+        self.insert_for(ip, answer, self.ttl_of(answer), Origin::Local);
+    }
+
+    /// The TTL an answer of this kind gets.
+    pub fn ttl_of(&self, answer: &Answer) -> Duration {
+        match answer {
+            Answer::Found(r) if !r.is_empty() => self.ttl,
+            _ => self.negative_ttl,
+        }
+    }
+
+    /// Stores an answer for `ttl` (what is left of it, when it comes from the
+    /// shared table), remembering its origin.
+    pub fn insert_for(&self, ip: IpAddr, answer: &Answer, ttl: Duration, origin: Origin) {
+        let record = match answer {
+            Answer::Found(r) if !r.is_empty() => Some(r),
+            _ => None,
         };
         // The TTL comes from the config: saturate rather than truncate or overflow.
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -261,6 +301,7 @@ impl Cache {
             threat: None,
             expires,
             charged: 0,
+            origin,
         };
         if let Some(r) = record {
             let mut interner = lock(&self.interner);

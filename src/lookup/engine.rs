@@ -31,13 +31,16 @@ use tokio::sync::{mpsc, watch};
 
 use super::batcher::{self, BatchSettings};
 use super::breaker::{Breaker, BreakerSettings, BreakerState, Ticket, Verdict};
-use super::cache::{Cache, CacheError, CacheMetrics, CacheSettings, Count};
+use super::cache::{Cache, CacheError, CacheMetrics, CacheSettings, Count, Origin};
 use super::providers::{Answer, Provider};
 use super::rate_limit::{RateLimitError, RateLimiter, RateSettings};
+use super::table::Share;
 
 /// Metric names; every metric has the single label `provider`.
 pub mod names {
     pub const CACHE_HITS: &str = "ipenrich_lookup_cache_hits_total";
+    /// With a second label, `origin`: `local` or `table` (the shared intel table).
+    pub const CACHE_HITS_BY_ORIGIN: &str = "ipenrich_lookup_cache_hits_by_origin_total";
     pub const CACHE_MISSES: &str = "ipenrich_lookup_cache_misses_total";
     pub const CACHE_EVICTIONS: &str = "ipenrich_lookup_cache_evictions_total";
     pub const CACHE_EXPIRATIONS: &str = "ipenrich_lookup_cache_expirations_total";
@@ -198,8 +201,22 @@ fn metrics(registry: &Registry, provider: &str) -> Result<(CacheMetrics, Metrics
         )
     };
     use names::*;
+    let by_origin = |origin: Origin| {
+        register(
+            registry,
+            IntCounter::with_opts(
+                opts(
+                    CACHE_HITS_BY_ORIGIN,
+                    "cache hits by where the answer came from",
+                )
+                .const_label("origin", origin.as_str()),
+            )
+            .map_err(EngineError::Metrics)?,
+        )
+    };
     let cache = CacheMetrics {
         hits: counter(CACHE_HITS, "lookups answered from the cache")?,
+        hits_by_origin: [by_origin(Origin::Local)?, by_origin(Origin::Table)?],
         misses: counter(CACHE_MISSES, "lookups not in the cache")?,
         evictions: counter(CACHE_EVICTIONS, "entries evicted by the size bounds")?,
         expirations: counter(CACHE_EXPIRATIONS, "entries dropped after their ttl")?,
@@ -243,6 +260,8 @@ pub struct Engine {
     max_pending: usize,
     max_token_wait: Duration,
     metrics: Metrics,
+    /// Where upstream answers are shared, and the name of their source there.
+    share: std::sync::OnceLock<(Arc<dyn Share>, String)>,
 }
 
 impl Engine {
@@ -285,6 +304,7 @@ impl Engine {
             max_pending: settings.max_pending.get(),
             max_token_wait: settings.max_token_wait,
             metrics,
+            share: std::sync::OnceLock::new(),
         });
         let weak: Weak<Engine> = Arc::downgrade(&engine);
         batcher::spawn(
@@ -306,6 +326,12 @@ impl Engine {
             },
         );
         Ok(engine)
+    }
+
+    /// From now on, every upstream answer is also published through `share` as
+    /// coming from `source` (the provider and its base URL). Set once.
+    pub fn share_through(&self, share: Arc<dyn Share>, source: String) {
+        let _ = self.share.set((share, source));
     }
 
     /// The provider's name.
@@ -443,8 +469,12 @@ impl Engine {
             Ok(answers) if answers.len() == n => {
                 self.key_rejected.store(false, Ordering::Relaxed);
                 let state = batch.record(Verdict::Success);
+                let share = self.share.get();
                 for (ip, answer) in batch.ips.iter().zip(&answers) {
                     self.cache.insert(*ip, answer);
+                    if let Some((share, source)) = share {
+                        share.publish(source, *ip, answer, self.cache.ttl_of(answer));
+                    }
                 }
                 batch.finish(answers);
                 state

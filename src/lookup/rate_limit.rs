@@ -14,8 +14,8 @@
 //! window only when it is dropped after the answer: our window then never ends
 //! before the provider's does.
 //!
-//! The provider's headers clamp the window: `X-RateLimit-Limit` lowers the limit,
-//! and `X-RateLimit-Remaining` counts as spent what the provider has counted beyond
+//! The provider's headers clamp the window: `X-RateLimit-Limit` minus
+//! `X-RateLimit-Remaining` is what the provider has counted, and what it counted beyond
 //! our own log (other processes, other tools on the same key). When only that
 //! outside usage keeps the window full, one request goes out every
 //! `probe_every` to learn whether the provider has room again, instead of pausing
@@ -254,8 +254,6 @@ struct Mutable {
     in_flight: std::collections::HashMap<u64, u64>,
     in_flight_units: u64,
     next_id: u64,
-    /// The limit `X-RateLimit-Limit` announced, when lower than the documented one.
-    announced_limit: Option<u64>,
     /// Usage the provider counted beyond `sent`, and when it said so; it leaves
     /// the window one window after that.
     outside: Option<(Instant, u64)>,
@@ -371,12 +369,11 @@ impl RateLimiter {
         };
         let now = Instant::now();
         let mut s = self.lock();
-        if let Some(limit) = info.limit {
-            s.announced_limit = (limit < window.limit).then_some(limit);
-        }
         if let Some(remaining) = info.remaining {
-            let limit = s.announced_limit.unwrap_or(window.limit);
-            let counted = limit.saturating_sub(remaining);
+            // What the provider has counted in its window, by its own limit. Its
+            // window length is not in the headers, so the limit is not adopted:
+            // a 4 s window announced as "250" must not become 250 an hour.
+            let counted = info.limit.unwrap_or(window.limit).saturating_sub(remaining);
             let ours = s.sent.used(now, self.settings.window) + s.in_flight_units;
             let outside = counted.saturating_sub(ours);
             s.outside = (outside > 0).then_some((now, outside));
@@ -390,7 +387,7 @@ impl RateLimiter {
             return Ok(false);
         };
         let window = self.settings.window;
-        let limit = s.announced_limit.unwrap_or(w.limit);
+        let limit = w.limit;
         if cost > limit {
             return Err(Denied {
                 reason: DenyReason::TooLarge,
@@ -733,15 +730,13 @@ mod tests {
         // What the provider counted beyond our own log leaves after a window.
         tokio::time::advance(HOUR).await;
         l.try_acquire(1, 600).unwrap();
-        // A lower announced limit lowers ours.
+        // The provider's count is by its own announced limit: 300 - 100 = 200
+        // counted, none of it ours, so 400 of our 600 are left.
         tokio::time::advance(HOUR).await;
-        l.observe(&info(300, 300));
-        l.try_acquire(1, 300).unwrap();
+        l.observe(&info(300, 100));
+        l.try_acquire(1, 400).unwrap();
+        l.try_acquire(1, 1).unwrap(); // full by the provider's word: one probe
         assert_eq!(l.try_acquire(1, 1).unwrap_err().reason, DenyReason::Window);
-        assert_eq!(
-            l.try_acquire(1, 301).unwrap_err().reason,
-            DenyReason::TooLarge
-        );
     }
 
     /// A request holds its room while in flight and takes its place in the window

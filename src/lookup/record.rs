@@ -8,10 +8,11 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What one provider knows about one address.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct IntelRecord {
     /// Autonomous system that announces the address.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -25,7 +26,8 @@ pub struct IntelRecord {
 }
 
 /// Autonomous-system facts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AsnInfo {
     /// AS number without the `AS` prefix.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,7 +56,8 @@ pub struct AsnInfo {
 }
 
 /// Geolocation facts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct GeoInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub country_code: Option<Arc<str>>,
@@ -73,7 +76,8 @@ pub struct GeoInfo {
 }
 
 /// Threat facts, normalised: `score` is always 0-100.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ThreatInfo {
     /// 0 (benign) to 100 (certainly malicious).
     #[serde(skip_serializing_if = "Option::is_none")]
