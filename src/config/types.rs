@@ -386,6 +386,10 @@ pub struct EngineConfig {
     /// (default: the documented limit of the provider and plan).
     #[serde(default)]
     pub window_limit: Option<u64>,
+    /// IPv6 addresses are cached, asked and counted by their network of this many
+    /// bits (default 64; 128 keys every address on its own).
+    #[serde(default)]
+    pub ipv6_prefix: Option<u8>,
     /// While the provider's headers say its window is spent, one request goes out
     /// this often to see whether it has room again (default 2m).
     #[serde(default, with = "humantime_serde")]

@@ -298,6 +298,12 @@ fn engine_settings(
     if let Some(v) = c.max_pending {
         s.max_pending = nz(v, "max_pending")?;
     }
+    if let Some(v) = c.ipv6_prefix {
+        if !(16..=128).contains(&v) {
+            return Err(format!("lookup.ipv6_prefix must be 16-128, got {v}"));
+        }
+        s.ipv6_prefix = v;
+    }
     if let Some(v) = c.probe_every {
         s.rate.probe_every = v;
     }

@@ -102,6 +102,20 @@ pub struct EngineSettings {
     pub max_token_wait: Duration,
     pub rate: RateSettings,
     pub breaker: BreakerSettings,
+    /// IPv6 addresses are cached, asked and counted by their network of this
+    /// many bits (default 64: one subscriber's or one host's allocation).
+    pub ipv6_prefix: u8,
+}
+
+/// `ip`'s network of `prefix` bits when it is IPv6, else `ip`.
+pub fn key_of(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if prefix < 128 => {
+            let mask = u128::MAX.checked_shl(u32::from(128 - prefix)).unwrap_or(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        other => other,
+    }
 }
 
 fn nz(n: usize) -> NonZeroUsize {
@@ -126,6 +140,7 @@ impl Default for EngineSettings {
                 failures: NonZeroU32::new(5).expect("non-zero"),
                 open_for: Duration::from_secs(30),
             },
+            ipv6_prefix: 64,
         }
     }
 }
@@ -260,6 +275,8 @@ pub struct Engine {
     max_pending: usize,
     max_token_wait: Duration,
     metrics: Metrics,
+    /// IPv6 addresses are keyed by their network of this many bits.
+    ipv6_prefix: u8,
     /// Where upstream answers are shared, and the name of their source there.
     share: std::sync::OnceLock<(Arc<dyn Share>, String)>,
 }
@@ -304,6 +321,7 @@ impl Engine {
             max_pending: settings.max_pending.get(),
             max_token_wait: settings.max_token_wait,
             metrics,
+            ipv6_prefix: settings.ipv6_prefix.min(128),
             share: std::sync::OnceLock::new(),
         });
         let weak: Weak<Engine> = Arc::downgrade(&engine);
@@ -371,13 +389,21 @@ impl Engine {
     /// The cached answer, without awaiting anything (counts hits; a miss is
     /// counted by the [`Engine::lookup`] that follows).
     pub fn cached(&self, ip: IpAddr) -> Option<Answer> {
-        self.cache.probe(ip, Count::HitsOnly)
+        self.cache.probe(self.key_of(ip), Count::HitsOnly)
+    }
+
+    /// The address an IPv6 address is cached, asked and counted as: its network
+    /// of `ipv6_prefix` bits (an attacker holding a /64 otherwise spends the quota
+    /// one address at a time). IPv4 addresses are themselves.
+    pub fn key_of(&self, ip: IpAddr) -> IpAddr {
+        key_of(ip, self.ipv6_prefix)
     }
 
     /// The answer for one public address: cached, joined to a query in flight, or
     /// queued for the next batch. Answers at once when the provider cannot be
     /// asked (see the module contract); never hangs on a dead batcher.
     pub async fn lookup(&self, ip: IpAddr) -> Outcome {
+        let ip = self.key_of(ip);
         if let Some(answer) = self.cache.probe(ip, Count::Both) {
             return Outcome::Answer(answer);
         }
@@ -708,6 +734,38 @@ mod tests {
         assert_eq!(*fake.ips.lock().unwrap(), vec![100, 50]);
         assert!(e.cached(ip(3)).is_some());
         assert_eq!(e.pending(), 0);
+    }
+
+    #[test]
+    fn ipv6_addresses_are_keyed_by_their_network() {
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(key_of(v6("2001:db8:1:2:aaaa::5"), 64), v6("2001:db8:1:2::"));
+        assert_eq!(key_of(v6("2001:db8:1:2:aaaa::5"), 48), v6("2001:db8:1::"));
+        assert_eq!(
+            key_of(v6("2001:db8:1:2:aaaa::5"), 128),
+            v6("2001:db8:1:2:aaaa::5")
+        );
+        assert_eq!(key_of(v6("2001:db8::1"), 0), v6("::"));
+        assert_eq!(key_of(v6("45.1.2.3"), 64), v6("45.1.2.3"));
+    }
+
+    /// Regression (issue 10): an attacker with a /64 spent the quota per /128.
+    #[tokio::test(start_paused = true)]
+    async fn one_upstream_lookup_per_ipv6_network() {
+        let p = Fake::new(100, 10);
+        let e = engine(p.clone(), settings());
+        let ips: Vec<IpAddr> = (1..=50u16)
+            .map(|n| IpAddr::V6(std::net::Ipv6Addr::new(0x2a00, 0x1450, 0, 7, n, 0, 0, n)))
+            .collect();
+        let outcomes = lookup_all(&e, &ips).await;
+        assert!(outcomes
+            .iter()
+            .all(|o| matches!(o, Some(Outcome::Answer(_)))));
+        let other = IpAddr::V6(std::net::Ipv6Addr::new(0x2a00, 0x1450, 0, 8, 0, 0, 0, 1));
+        assert!(matches!(e.lookup(other).await, Outcome::Answer(_)));
+        assert!(e.cached(ips[0]).is_some());
+        assert_eq!(p.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(*p.ips.lock().unwrap(), vec![1, 1]);
     }
 
     #[tokio::test(start_paused = true)]
