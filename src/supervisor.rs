@@ -211,6 +211,11 @@ async fn open_table(
     if !table.warmed(warm_timeout).await {
         warn!(timeout = ?warm_timeout, "intel table not fully loaded in time; starting with what was loaded");
     }
+    if let Some(routing) = table.routing() {
+        if !routing.router().assigned(warm_timeout).await {
+            warn!(timeout = ?warm_timeout, "no address partitions assigned yet; misses are routed until they are");
+        }
+    }
     Ok(Some(table))
 }
 

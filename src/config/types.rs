@@ -55,9 +55,23 @@ pub struct IntelTableConfig {
     /// past it they start with what was loaded and a warning.
     #[serde(default = "default_warm_timeout", with = "humantime_serde")]
     pub warm_timeout: Duration,
+    /// Route a miss to the replica that owns its address (through the topic
+    /// `<topic>-requests`, keyed like the table), so that one address is asked
+    /// upstream once in the whole deployment (default true).
+    #[serde(default = "default_true")]
+    pub route_misses: bool,
+    /// Longest a routed miss waits for its owner's answer before it is asked
+    /// here after all (default 20s: an owner that is alive answers long before,
+    /// even on a loaded machine, and a late fall-back costs a second lookup).
+    #[serde(default = "default_route_timeout", with = "humantime_serde")]
+    pub route_timeout: Duration,
     /// Extra librdkafka properties (security, tuning).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+}
+
+fn default_route_timeout() -> Duration {
+    Duration::from_secs(20)
 }
 
 fn default_intel_topic() -> String {

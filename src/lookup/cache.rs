@@ -270,6 +270,15 @@ impl Cache {
         found.map(|(answer, _)| answer)
     }
 
+    /// The cached answer and how long it is still good for, counting nothing.
+    pub fn remaining(&self, ip: IpAddr) -> Option<(Answer, Duration)> {
+        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let shard = lock(self.shard(&ip));
+        let e = shard.lru.peek(&ip)?;
+        let expires_ms = u64::from(e.expires).saturating_mul(TICK_MS);
+        (expires_ms > now_ms).then(|| (e.answer(), Duration::from_millis(expires_ms - now_ms)))
+    }
+
     /// Stores an answer with the TTL of its kind; evicts least recently used entries
     /// of the shard past the entry or byte bound.
     pub fn insert(&self, ip: IpAddr, answer: &Answer) {

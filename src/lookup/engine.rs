@@ -260,7 +260,9 @@ fn metrics(registry: &Registry, provider: &str) -> Result<(CacheMetrics, Metrics
     Ok((cache, m))
 }
 
-type Waiters = HashMap<IpAddr, watch::Sender<Option<Outcome>>>;
+/// Addresses waiting for an answer: the channel their callers wait on, and whether
+/// the miss was routed to another replica (not queued here).
+type Waiters = HashMap<IpAddr, (watch::Sender<Option<Outcome>>, bool)>;
 
 /// Cache + single-flight + batcher + limiter + breaker around one provider.
 pub struct Engine {
@@ -277,6 +279,10 @@ pub struct Engine {
     metrics: Metrics,
     /// IPv6 addresses are keyed by their network of this many bits.
     ipv6_prefix: u8,
+    /// Misses of addresses another replica owns go to it (see [`super::route`]).
+    route: std::sync::OnceLock<Arc<super::route::Router>>,
+    /// This engine, for timers that must not keep it alive.
+    me: Weak<Engine>,
     /// Where upstream answers are shared, and the name of their source there.
     share: std::sync::OnceLock<(Arc<dyn Share>, String)>,
 }
@@ -310,7 +316,9 @@ impl Engine {
         let (cache_metrics, metrics) = metrics(registry, &name)?;
         let cache = Cache::try_new(&settings.cache(), cache_metrics).map_err(EngineError::Cache)?;
         let (queue, rx) = mpsc::unbounded_channel();
-        let engine = Arc::new(Engine {
+        let engine = Arc::new_cyclic(|me| Engine {
+            me: me.clone(),
+            route: std::sync::OnceLock::new(),
             provider,
             cache,
             limiter,
@@ -350,6 +358,75 @@ impl Engine {
     /// coming from `source` (the provider and its base URL). Set once.
     pub fn share_through(&self, share: Arc<dyn Share>, source: String) {
         let _ = self.share.set((share, source));
+    }
+
+    /// From now on, a miss of an address another replica owns is asked of that
+    /// replica through `router` (needs [`Engine::share_through`] first). Set once.
+    pub fn route_through(&self, router: Arc<super::route::Router>) {
+        let _ = self.route.set(router);
+    }
+
+    /// The source name this engine shares its answers under, once sharing.
+    pub fn source(&self) -> Option<&str> {
+        self.share.get().map(|(_, source)| source.as_str())
+    }
+
+    /// An answer the intel table brought (`ip` already keyed): cached for `ttl`
+    /// and handed to whoever waits for that address here.
+    pub fn from_table(&self, ip: IpAddr, answer: &Answer, ttl: Duration) {
+        self.cache.insert_for(ip, answer, ttl, Origin::Table);
+        self.finish([(ip, Outcome::Answer(answer.clone()))]);
+    }
+
+    /// The owner replica could not answer `ip`: whoever waits for it here gets
+    /// `outcome` (nothing is cached).
+    pub fn owner_failed(&self, ip: IpAddr, outcome: Outcome) {
+        self.finish([(ip, outcome)]);
+    }
+
+    /// The replica that owns `ip`'s misses is another one: the router to ask it.
+    fn remote_owner(&self, ip: IpAddr) -> Option<(&super::route::Router, &str)> {
+        let router = self.route.get()?;
+        let source = self.source()?;
+        (!router.owns(source, ip)).then_some((router.as_ref(), source))
+    }
+
+    /// After `after`, a routed miss nobody answered is asked here after all (the
+    /// owner may have gone in a rebalance).
+    fn fall_back_after(&self, ip: IpAddr, after: Duration) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Some(engine) = me.upgrade() {
+                if engine.ask_routed_here(ip) {
+                    if let Some(router) = engine.route.get() {
+                        router.fell_back();
+                    }
+                }
+            }
+        });
+    }
+
+    /// Queues a miss that was routed and is still unanswered for the next batch
+    /// here; true when it did.
+    fn ask_routed_here(&self, ip: IpAddr) -> bool {
+        let mut waiters = self.waiters();
+        match waiters.get_mut(&ip) {
+            Some((_, routed)) if *routed && self.cache.probe(ip, Count::None).is_none() => {
+                *routed = false;
+                self.queue.send(ip).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    /// The owner's side of a routed miss: as [`Engine::lookup_here`], and when this
+    /// process itself routed a miss of `ip` before it owned it, that miss is asked
+    /// now instead of waiting for its fall-back.
+    pub async fn serve_routed(&self, ip: IpAddr) -> Outcome {
+        let ip = self.key_of(ip);
+        self.ask_routed_here(ip);
+        self.lookup_here(ip).await
     }
 
     /// The provider's name.
@@ -403,32 +480,58 @@ impl Engine {
     /// queued for the next batch. Answers at once when the provider cannot be
     /// asked (see the module contract); never hangs on a dead batcher.
     pub async fn lookup(&self, ip: IpAddr) -> Outcome {
+        self.lookup_with(ip, true).await
+    }
+
+    /// As [`Engine::lookup`], never routed to another replica: the owner's side
+    /// of a routed miss.
+    pub async fn lookup_here(&self, ip: IpAddr) -> Outcome {
+        self.lookup_with(ip, false).await
+    }
+
+    async fn lookup_with(&self, ip: IpAddr, may_route: bool) -> Outcome {
         let ip = self.key_of(ip);
         if let Some(answer) = self.cache.probe(ip, Count::Both) {
             return Outcome::Answer(answer);
         }
         let mut rx = {
             let mut waiters = self.waiters();
-            if let Some(tx) = waiters.get(&ip) {
+            if let Some((tx, _)) = waiters.get(&ip) {
                 tx.subscribe()
             } else {
                 // The query may have finished between the cache probe and the lock.
                 if let Some(answer) = self.cache.probe(ip, Count::None) {
                     return Outcome::Answer(answer);
                 }
-                if self.breaker.is_refusing() {
+                let remote = if may_route {
+                    self.remote_owner(ip)
+                } else {
+                    None
+                };
+                if remote.is_none() && self.breaker.is_refusing() {
                     self.metrics.shed.inc();
                     return Outcome::CircuitOpen;
                 }
-                if self.limiter.paused_for().is_some() || waiters.len() >= self.max_pending {
+                if (remote.is_none() && self.limiter.paused_for().is_some())
+                    || waiters.len() >= self.max_pending
+                {
                     self.metrics.shed.inc();
                     return Outcome::RateLimited;
                 }
                 let (tx, rx) = watch::channel(None);
-                if self.queue.send(ip).is_err() {
-                    return Outcome::Failed;
+                let routed = remote.is_some();
+                match remote {
+                    Some((router, source)) => {
+                        router.request(source, ip);
+                        self.fall_back_after(ip, router.timeout());
+                    }
+                    None => {
+                        if self.queue.send(ip).is_err() {
+                            return Outcome::Failed;
+                        }
+                    }
                 }
-                waiters.insert(ip, tx);
+                waiters.insert(ip, (tx, routed));
                 rx
             }
         };
@@ -443,7 +546,7 @@ impl Engine {
     fn finish(&self, ips: impl IntoIterator<Item = (IpAddr, Outcome)>) {
         let mut waiters = self.waiters();
         for (ip, outcome) in ips {
-            if let Some(tx) = waiters.remove(&ip) {
+            if let Some((tx, _)) = waiters.remove(&ip) {
                 tx.send_replace(Some(outcome));
             }
         }

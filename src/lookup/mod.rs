@@ -25,6 +25,7 @@ pub mod engine;
 pub mod providers;
 pub mod rate_limit;
 pub mod record;
+pub mod route;
 pub mod table;
 pub mod time;
 pub mod window;

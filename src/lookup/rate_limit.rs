@@ -257,6 +257,9 @@ struct Mutable {
     /// Usage the provider counted beyond `sent`, and when it said so; it leaves
     /// the window one window after that.
     outside: Option<(Instant, u64)>,
+    /// This replica's share of the window, `(owned, of)` partitions of the
+    /// deployment's addresses (1 of 1 alone).
+    share: (u64, u64),
     /// When the latest probe went out (see [`RateSettings::probe_every`]).
     probed_at: Option<Instant>,
     /// Per budget: (window start, units used).
@@ -317,6 +320,7 @@ impl RateLimiter {
                 .map(|u| bucket(u, settings.unit_burst, &clock)),
             state: Mutex::new(Mutable {
                 budgets: vec![None; settings.budgets.len()],
+                share: (1, 1),
                 ..Mutable::default()
             }),
             settings,
@@ -387,36 +391,39 @@ impl RateLimiter {
             return Ok(false);
         };
         let window = self.settings.window;
-        let limit = w.limit;
-        if cost > limit {
+        if cost > w.limit {
             return Err(Denied {
                 reason: DenyReason::TooLarge,
                 wait: Duration::MAX,
             });
         }
+        let (owned, of) = s.share;
+        let mine = u64::try_from(u128::from(w.limit) * u128::from(owned) / u128::from(of.max(1)))
+            .unwrap_or(u64::MAX);
         if s.outside.is_some_and(|(at, _)| now >= after(at, window)) {
             s.outside = None;
         }
         let outside = s.outside.map_or(0, |(_, n)| n);
         let flying = s.in_flight_units;
         let ours = s.sent.used(now, window).saturating_add(flying);
-        if ours.saturating_add(outside).saturating_add(cost) <= limit {
-            return Ok(false);
-        }
-        if ours.saturating_add(cost) > limit {
-            // Our own requests fill the window: wait until enough of them leave it
-            // (requests in flight leave no sooner than a window after their answer).
-            let wait = if flying.saturating_add(cost) > limit {
+        if ours.saturating_add(cost) > mine {
+            // Our own requests fill our share: wait until enough of them leave it
+            // (requests in flight leave no sooner than a window after their answer;
+            // a share too small for the request waits for a rebalance).
+            let wait = if flying.saturating_add(cost) > mine {
                 IN_FLIGHT_POLL
             } else {
                 s.sent
-                    .wait_for(now, cost + flying, limit, window)
+                    .wait_for(now, cost + flying, mine, window)
                     .unwrap_or(IN_FLIGHT_POLL)
             };
             return Err(Denied {
                 reason: DenyReason::Window,
                 wait,
             });
+        }
+        if ours.saturating_add(outside).saturating_add(cost) <= w.limit {
+            return Ok(false);
         }
         // Only what the provider reported keeps the window full: probe now and then.
         match s.probed_at.map(|p| after(p, self.settings.probe_every)) {
@@ -428,6 +435,19 @@ impl RateLimiter {
                 })
             }
             _ => Ok(true),
+        }
+    }
+
+    /// From now on this replica may spend `owned / of` of the provider's window:
+    /// the replicas own the deployment's addresses by partition, and each spends
+    /// the share of the quota that goes with its share of the work, so together
+    /// they stay within the window.
+    pub fn set_share(&self, owned: u64, of: u64) {
+        let mut s = self.lock();
+        let share = (owned.min(of), of.max(1));
+        if s.share != share {
+            tracing::info!(provider = %self.name, owned, of, "quota share");
+            s.share = share;
         }
     }
 
@@ -754,6 +774,37 @@ mod tests {
         assert_eq!(l.try_acquire(1, 1).unwrap_err().reason, DenyReason::Window);
         tokio::time::advance(Duration::from_secs(1)).await;
         l.try_acquire(1, 10).unwrap();
+    }
+
+    /// Replicas spend the share of the window that goes with their share of the
+    /// addresses; a share too small waits (for a rebalance), it is not refused.
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_spends_its_share_of_the_window() {
+        let l = RateLimiter::try_new("t", RateSettings::ipinsights()).unwrap();
+        l.set_share(2, 6);
+        l.try_acquire(1, 100).unwrap();
+        l.try_acquire(1, 100).unwrap();
+        assert_eq!(l.try_acquire(1, 1).unwrap_err().reason, DenyReason::Window);
+        // What the others spent (the provider's count) is theirs, not ours.
+        l.observe(&RateInfo {
+            limit: Some(600),
+            remaining: Some(200),
+            retry_after: None,
+        });
+        l.set_share(3, 6);
+        l.try_acquire(1, 100).unwrap();
+        assert_eq!(l.try_acquire(1, 1).unwrap_err().reason, DenyReason::Window);
+        l.set_share(0, 6);
+        let d = l.try_acquire(1, 1).unwrap_err();
+        assert_eq!(
+            d.reason,
+            DenyReason::Window,
+            "waits for a share, not refused"
+        );
+        assert_eq!(
+            l.try_acquire(1, 601).unwrap_err().reason,
+            DenyReason::TooLarge
+        );
     }
 
     /// Without a documented window, `Remaining: 0` pauses until the next probe.

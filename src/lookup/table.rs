@@ -16,9 +16,10 @@
 //! (the table is an optimisation; the answer is already in the local cache) and
 //! counts it.
 //!
-//! The table is not a lock: two replicas missing the same address within the
-//! propagation delay both ask upstream. ARCHITECTURE.md says why that window is
-//! accepted for now, and the README's "Scaling out" what it costs.
+//! The table alone is not a lock: two replicas missing the same address within the
+//! propagation delay would both ask upstream. With `route_misses` (the default) a
+//! miss goes to the replica that owns the address ([`super::route`]), and the
+//! table carries the owner's answer back.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -38,8 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::cache::Origin;
-use super::engine::Engine;
+use super::engine::{Engine, Outcome};
 use super::providers::Answer;
 use super::record::IntelRecord;
 use crate::config::IntelTableConfig;
@@ -49,6 +49,10 @@ pub trait Share: Send + Sync {
     /// `source` names the data (provider and base URL, see
     /// [`super::build::source`]); `ttl` is how long the answer is good for.
     fn publish(&self, source: &str, ip: IpAddr, answer: &Answer, ttl: Duration);
+
+    /// Tells the replicas waiting for a routed miss that the owner could not
+    /// answer it (`outcome` is not an answer); nothing is cached.
+    fn publish_failure(&self, source: &str, ip: IpAddr, outcome: &Outcome);
 }
 
 /// Why the table cannot start.
@@ -76,20 +80,44 @@ struct Value {
     expires_at: u64,
     /// The replica that asked upstream (a random id per process).
     by: u64,
+    /// Set on a routed miss the owner could not answer: `rate_limited`,
+    /// `circuit_open` or `error`. Such a record wakes the waiters, is never cached,
+    /// and is ignored once older than a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failed: Option<String>,
 }
 
-fn now_ms() -> u64 {
+/// How long a failure notice matters: routed misses fall back well before.
+const FAILURE_NOTICE_MS: u64 = 60_000;
+
+fn failure_word(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::RateLimited => "rate_limited",
+        Outcome::CircuitOpen => "circuit_open",
+        _ => "error",
+    }
+}
+
+fn failure_outcome(word: &str) -> Outcome {
+    match word {
+        "rate_limited" => Outcome::RateLimited,
+        "circuit_open" => Outcome::CircuitOpen,
+        _ => Outcome::Failed,
+    }
+}
+
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn key(source: &str, ip: IpAddr) -> String {
+pub(super) fn key(source: &str, ip: IpAddr) -> String {
     format!("{source}|{ip}")
 }
 
 /// `(source, address)` of a record key.
-fn parse_key(key: &[u8]) -> Option<(&str, IpAddr)> {
+pub(super) fn parse_key(key: &[u8]) -> Option<(&str, IpAddr)> {
     let key = std::str::from_utf8(key).ok()?;
     let (source, ip) = key.rsplit_once('|')?;
     Some((source, ip.parse().ok()?))
@@ -101,6 +129,8 @@ enum Read {
     Applied,
     Expired,
     Own,
+    /// A failure notice for a routed miss.
+    Failure,
     UnknownSource,
     Malformed,
 }
@@ -111,6 +141,7 @@ impl Read {
             Read::Applied => "applied",
             Read::Expired => "expired",
             Read::Own => "own",
+            Read::Failure => "failure",
             Read::UnknownSource => "unknown_source",
             Read::Malformed => "malformed",
         }
@@ -171,8 +202,27 @@ impl Share for Publisher {
             fetched_at,
             expires_at: fetched_at.saturating_add(ttl_ms),
             by: self.by,
+            failed: None,
         };
-        let Ok(payload) = serde_json::to_vec(&value) else {
+        self.send(source, ip, &value);
+    }
+
+    fn publish_failure(&self, source: &str, ip: IpAddr, outcome: &Outcome) {
+        let now = now_ms();
+        let value = Value {
+            record: None,
+            fetched_at: now,
+            expires_at: now,
+            by: self.by,
+            failed: Some(failure_word(outcome).to_string()),
+        };
+        self.send(source, ip, &value);
+    }
+}
+
+impl Publisher {
+    fn send(&self, source: &str, ip: IpAddr, value: &Value) {
+        let Ok(payload) = serde_json::to_vec(value) else {
             self.metrics.dropped.inc();
             return;
         };
@@ -191,6 +241,8 @@ impl Share for Publisher {
 /// A running table: the follower thread and the publisher. Dropping it stops the
 /// follower.
 pub struct Table {
+    /// Routing of misses to their owners, when on; stops with the table.
+    _routing: Option<super::route::Routing>,
     stop: Arc<AtomicBool>,
     warm: watch::Receiver<bool>,
     follower: Option<std::thread::JoinHandle<()>>,
@@ -215,7 +267,7 @@ impl Table {
         engines: HashMap<String, Vec<Arc<Engine>>>,
         registry: &Registry,
     ) -> Result<Self, TableError> {
-        ensure_topic(config)?;
+        ensure_topic(config, &config.topic, "compact,delete", config.retention)?;
         let metrics = Arc::new(Metrics::register(registry)?);
         // A random id per process (std's hasher keys are random).
         let by = std::hash::BuildHasher::hash_one(
@@ -250,6 +302,16 @@ impl Table {
                 e.share_through(publisher.clone(), source.clone());
             }
         }
+        let routing = if config.route_misses {
+            Some(super::route::Routing::start(
+                config,
+                engines.clone(),
+                publisher.clone(),
+                registry,
+            )?)
+        } else {
+            None
+        };
         let consumer: BaseConsumer = crate::kafka::client_config(
             &config.brokers,
             &[
@@ -290,10 +352,16 @@ impl Table {
                 reason: format!("cannot start the follower thread: {e}"),
             })?;
         Ok(Table {
+            _routing: routing,
             stop,
             warm,
             follower: Some(follower),
         })
+    }
+
+    /// The routing of misses, when on.
+    pub fn routing(&self) -> Option<&super::route::Routing> {
+        self._routing.as_ref()
     }
 
     /// Waits until the table as it was at start is loaded, or `timeout` passed
@@ -305,10 +373,16 @@ impl Table {
     }
 }
 
-/// Creates the compacted topic when it is missing and creation is allowed.
-fn ensure_topic(config: &IntelTableConfig) -> Result<(), TableError> {
+/// Creates `topic` with `cleanup.policy` and `retention` when it is missing and
+/// creation is allowed (the table's and the routing topic's settings).
+pub(super) fn ensure_topic(
+    config: &IntelTableConfig,
+    topic: &str,
+    policy: &str,
+    retention: Duration,
+) -> Result<(), TableError> {
     let fail = |reason: String| TableError::Topic {
-        topic: config.topic.clone(),
+        topic: topic.to_string(),
         reason,
     };
     let admin: AdminClient<DefaultClientContext> = crate::kafka::client_config(
@@ -323,13 +397,16 @@ fn ensure_topic(config: &IntelTableConfig) -> Result<(), TableError> {
         what: "admin client",
         source,
     })?;
+    // Metadata of every topic: asking for one by name lets a broker with
+    // `auto.create.topics.enable` create it, with its default partitions and
+    // without compaction.
     let exists = admin
         .inner()
-        .fetch_metadata(Some(&config.topic), Duration::from_secs(10))
+        .fetch_metadata(None, Duration::from_secs(10))
         .map(|m| {
             m.topics()
-                .first()
-                .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty())
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
         })
         .map_err(|source| TableError::Kafka {
             what: "metadata",
@@ -341,22 +418,25 @@ fn ensure_topic(config: &IntelTableConfig) -> Result<(), TableError> {
     if !config.create {
         return Err(fail("`intel_table.create` is false".into()));
     }
-    let retention = config.retention.as_millis().to_string();
-    let topic = NewTopic::new(
-        &config.topic,
+    let retention = retention.as_millis().to_string();
+    let new = NewTopic::new(
+        topic,
         config.partitions,
         TopicReplication::Fixed(config.replication_factor),
     )
-    .set("cleanup.policy", "compact,delete")
+    .set("cleanup.policy", policy)
     .set("retention.ms", &retention);
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let created = futures::executor::block_on(admin.create_topics([&topic], &opts))
+    let created = futures::executor::block_on(admin.create_topics([&new], &opts))
         .map_err(|e| fail(e.to_string()))?;
     for result in created {
         match result {
-            Ok(_) => {
-                info!(topic = %config.topic, partitions = config.partitions, "intel table topic created")
-            }
+            Ok(_) => info!(
+                topic,
+                partitions = config.partitions,
+                policy,
+                "intel table topic created"
+            ),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((_, code)) => return Err(fail(code.to_string())),
         }
@@ -466,6 +546,15 @@ impl Follower {
             return Read::Own;
         }
         let now = now_ms();
+        if let Some(word) = &value.failed {
+            if now.saturating_sub(value.fetched_at) > FAILURE_NOTICE_MS {
+                return Read::Expired;
+            }
+            for e in engines {
+                e.owner_failed(ip, failure_outcome(word));
+            }
+            return Read::Failure;
+        }
         if value.expires_at <= now {
             return Read::Expired;
         }
@@ -475,7 +564,7 @@ impl Follower {
             _ => Answer::NoData,
         };
         for e in engines {
-            e.cache().insert_for(ip, &answer, ttl, Origin::Table);
+            e.from_table(ip, &answer, ttl);
         }
         Read::Applied
     }
@@ -514,6 +603,7 @@ mod tests {
             fetched_at: 1,
             expires_at: 2,
             by: 3,
+            failed: None,
         };
         let back: Value = serde_json::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!(back.record, v.record);
