@@ -201,10 +201,11 @@ async fn open_table(
         return Ok(None);
     };
     let engines = shared.engines_by_source();
+    let limiters = shared.limiters_by_id();
     let registry = metrics.registry().clone();
     let warm_timeout = table_config.warm_timeout;
     let table = tokio::task::spawn_blocking(move || {
-        crate::lookup::table::Table::start(&table_config, engines, &registry)
+        crate::lookup::table::Table::start(&table_config, engines, limiters, &registry)
     })
     .await
     .map_err(|e| StartError::Providers(format!("intel table start: {e}")))??;

@@ -171,6 +171,19 @@ pipelines:
         write_config(self.dir.path(), "p.yaml", &text)
     }
 
+    /// Adds an `intel_table:` section (a fresh topic, 6 partitions) to the config
+    /// at `cfg`; returns the topic.
+    fn with_intel_table(&self, cfg: &Path) -> String {
+        let table = unique("intel");
+        let mut text = std::fs::read_to_string(cfg).unwrap();
+        text.push_str(&format!(
+            "intel_table:\n  brokers: \"{}\"\n  topic: {table}\n  partitions: 6\n",
+            self.kafka
+        ));
+        std::fs::write(cfg, text).unwrap();
+        table
+    }
+
     /// Produces events `seqs` with the addresses `ip(seq)`, each stamped with the
     /// wall time it was made (to print delays, never to assert on them).
     fn produce(&self, seqs: std::ops::Range<usize>, ip: impl Fn(usize) -> Ipv4Addr) {
@@ -1074,19 +1087,13 @@ async fn a_restarted_replica_starts_warm_from_the_intel_table() {
     let base = sim.base_url("ipinsights");
     drive(sim, move |sim| {
         let s = Setup::new();
-        let table = unique("intel");
         let cfg = s.config(
             &base,
             TIMEOUTS,
             "{max_wait: 50ms, concurrency: 4, window_limit: 100000000, max_batch: 100}",
             &format!("{{max_enrichment_delay: {DEADLINE}}}"),
         );
-        let mut text = std::fs::read_to_string(&cfg).unwrap();
-        text.push_str(&format!(
-            "intel_table:\n  brokers: \"{}\"\n  topic: {table}\n  partitions: 3\n",
-            s.kafka
-        ));
-        std::fs::write(&cfg, text).unwrap();
+        let table = s.with_intel_table(&cfg);
         let ip = |seq: usize| public(5, (seq % DISTINCT) * 7);
         let mut reader = Reader::new(&s.kafka, &s.output);
 
@@ -1176,19 +1183,13 @@ async fn three_replicas_ask_each_address_once_in_the_deployment() {
             .map(|&r| if r % 5 == 4 { format!("v6/64 {}", r % 4) } else { ip(r) })
             .collect();
         let s = Setup::with_partitions(INPUT_PARTITIONS);
-        let table = unique("intel");
         let cfg = s.config(
             &base,
             TIMEOUTS,
             "{window_limit: 100000}",
             &format!("{{max_enrichment_delay: {DEADLINE}}}"),
         );
-        let mut text = std::fs::read_to_string(&cfg).unwrap();
-        text.push_str(&format!(
-            "intel_table:\n  brokers: \"{}\"\n  topic: {table}\n  partitions: 6\n",
-            s.kafka
-        ));
-        std::fs::write(&cfg, text).unwrap();
+        s.with_intel_table(&cfg);
         let now = epoch_ms();
         produce(
             &s.kafka,
@@ -1301,6 +1302,97 @@ async fn three_replicas_ask_each_address_once_in_the_deployment() {
             new as f64 <= 0.01 * distinct.len() as f64,
             "{new} new lookups after the restart"
         );
+    })
+    .await;
+}
+
+/// Issue 10 acceptance 3: a rolling change 1 → 3 → 1 replicas under a load far above
+/// the quota exceeds no provider window. The simulator allows 1,000 addresses a
+/// minute and the engines know exactly that; new addresses arrive at 250 a second
+/// for 75 s while a second and third replica join (at 15 s) and leave (at 40 s).
+/// Every replica spends its share of the window, counts what the others reported
+/// they spent (through the intel table), and the simulator never answers 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_change_of_replicas_exceeds_no_window() {
+    const RATE: usize = 250;
+    const SECONDS: usize = 75;
+    const N: usize = RATE * SECONDS;
+    let mut config = sim_config(FaultConfig::default());
+    config.ipinsights.rate_limit = Some(RateLimitConfig {
+        requests: 1_000,
+        window_ms: 60_000,
+    });
+    let sim = start_sim(config).await;
+    let base = sim.base_url("ipinsights");
+    drive(sim, move |sim| {
+        let s = Setup::with_partitions(6);
+        let cfg = s.config(
+            &base,
+            TIMEOUTS,
+            "{window: 1m, window_limit: 1000}",
+            "{max_enrichment_delay: 5s}",
+        );
+        s.with_intel_table(&cfg);
+        let (kafka, input) = (s.kafka.clone(), s.input.clone());
+        let producer = std::thread::spawn(move || {
+            for second in 0..SECONDS {
+                let started = Instant::now();
+                let now = epoch_ms();
+                produce(
+                    &kafka,
+                    &input,
+                    (second * RATE..(second + 1) * RATE).map(|seq| {
+                        (
+                            (seq % 6) as i32,
+                            None,
+                            format!(
+                                r#"{{"seq":{seq},"t":{now},"src":"{}","msg":"login failed"}}"#,
+                                public(7, seq)
+                            )
+                            .into_bytes(),
+                        )
+                    }),
+                );
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+            }
+        });
+        let log = |name: &str| s.dir.path().join(format!("log-{name}"));
+        let mut a = Proc::run(&cfg, &log("a"));
+        let mut reader = Reader::new(&s.kafka, &s.output);
+        let mut seen = HashSet::with_capacity(N);
+        fn read_for(reader: &mut Reader, seen: &mut HashSet<usize>, d: Duration) {
+            let until = Instant::now() + d;
+            while Instant::now() < until {
+                seen.extend(reader.until(usize::MAX, Duration::from_millis(500)).iter().map(|e| e.seq));
+            }
+        }
+        read_for(&mut reader, &mut seen, Duration::from_secs(15));
+        let charged_one = ipinsights(sim).public_ips_charged;
+        let mut b = Proc::run(&cfg, &log("b"));
+        let mut c = Proc::run(&cfg, &log("c"));
+        read_for(&mut reader, &mut seen, Duration::from_secs(25));
+        let charged_three = ipinsights(sim).public_ips_charged - charged_one;
+        assert_eq!(b.terminate(Duration::from_secs(30)), Some(0));
+        assert_eq!(c.terminate(Duration::from_secs(30)), Some(0));
+        producer.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while seen.len() < N && Instant::now() < deadline {
+            read_for(&mut reader, &mut seen, Duration::from_secs(2));
+        }
+        assert_eq!(a.terminate(Duration::from_secs(30)), Some(0));
+        let acc = ipinsights(sim);
+        let statuses = tally(&reader.got);
+        println!(
+            "rolling 1 -> 3 -> 1: {N} events, {} addresses asked upstream ({charged_one} with one \
+             replica, {charged_three} with three, the rest with one again), {} requests, 429s: {:?}; \
+             statuses {statuses:?}",
+            acc.public_ips_charged,
+            acc.ips_per_request.len(),
+            acc.rate_limited
+        );
+        assert_eq!(seen.len(), N, "every event came out");
+        assert_eq!(acc.rate_limited_count(), 0, "a provider window was exceeded");
+        assert!(acc.public_ips_charged >= 1_000, "the quota was used, not just avoided");
     })
     .await;
 }

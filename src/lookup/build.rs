@@ -173,6 +173,15 @@ impl SharedProviders {
         Ok(engine)
     }
 
+    /// Every limiter, by provider key identity (provider, URL, a hash of the key;
+    /// never the key): the name its usage is shared under between replicas.
+    pub fn limiters_by_id(&self) -> HashMap<String, Arc<RateLimiter>> {
+        self.limiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Every engine, by the source of its data (see [`source`]).
     pub fn engines_by_source(&self) -> HashMap<String, Vec<Arc<Engine>>> {
         self.sources

@@ -264,6 +264,19 @@ struct Mutable {
     probed_at: Option<Instant>,
     /// Per budget: (window start, units used).
     budgets: Vec<Option<(Instant, u64)>>,
+    /// What the other replicas of this key (and this replica's earlier lives)
+    /// spent, as they reported it through the intel table: wall-clock
+    /// milliseconds and units, by replica id.
+    peers: std::collections::HashMap<u64, Vec<(u64, u64)>>,
+    /// Bumped on every admission: the usage to report has changed.
+    version: u64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Window room held by one admitted request until it is dropped, after the
@@ -281,6 +294,7 @@ impl Drop for Admitted<'_> {
             if let Some(cost) = s.in_flight.remove(&id) {
                 s.in_flight_units = s.in_flight_units.saturating_sub(cost);
                 s.sent.record(Instant::now(), cost);
+                s.version = s.version.wrapping_add(1);
             }
         }
     }
@@ -403,6 +417,17 @@ impl RateLimiter {
         if s.outside.is_some_and(|(at, _)| now >= after(at, window)) {
             s.outside = None;
         }
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let since = wall_ms().saturating_sub(window_ms);
+        let mut peers = 0u64;
+        let mut peer_leaves: Option<u64> = None;
+        for entries in s.peers.values_mut() {
+            entries.retain(|&(at, _)| at > since);
+            for &(at, units) in entries.iter() {
+                peers = peers.saturating_add(units);
+                peer_leaves = Some(peer_leaves.map_or(at, |l| l.min(at)));
+            }
+        }
         let outside = s.outside.map_or(0, |(_, n)| n);
         let flying = s.in_flight_units;
         let ours = s.sent.used(now, window).saturating_add(flying);
@@ -422,8 +447,18 @@ impl RateLimiter {
                 wait,
             });
         }
-        if ours.saturating_add(outside).saturating_add(cost) <= w.limit {
+        if ours.saturating_add(outside.max(peers)).saturating_add(cost) <= w.limit {
             return Ok(false);
+        }
+        if ours.saturating_add(peers).saturating_add(cost) > w.limit {
+            // The other replicas' reported usage fills the window: it is exact, not
+            // a stale header, so wait for it to leave instead of probing.
+            let oldest = peer_leaves.unwrap_or(since);
+            let wait = Duration::from_millis(oldest.saturating_sub(since)).max(IN_FLIGHT_POLL);
+            return Err(Denied {
+                reason: DenyReason::Window,
+                wait,
+            });
         }
         // Only what the provider reported keeps the window full: probe now and then.
         match s.probed_at.map(|p| after(p, self.settings.probe_every)) {
@@ -449,6 +484,35 @@ impl RateLimiter {
             tracing::info!(provider = %self.name, owned, of, "quota share");
             s.share = share;
         }
+    }
+
+    /// What this replica spent in the current window, to report to the others:
+    /// wall-clock milliseconds and units, requests in flight counted as of now;
+    /// with a version that changes whenever it does.
+    pub fn usage(&self) -> (u64, Vec<(u64, u64)>) {
+        let now = Instant::now();
+        let wall = wall_ms();
+        let mut s = self.lock();
+        let window = self.settings.window;
+        let ms_ago = |at: Instant| {
+            u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(u64::MAX)
+        };
+        let _ = s.sent.used(now, window);
+        let mut entries: Vec<(u64, u64)> = s
+            .sent
+            .entries()
+            .map(|(at, units)| (wall.saturating_sub(ms_ago(at)), units))
+            .collect();
+        if s.in_flight_units > 0 {
+            entries.push((wall, s.in_flight_units));
+        }
+        (s.version, entries)
+    }
+
+    /// What replica `replica` reported it spent (see [`RateLimiter::usage`]);
+    /// replaces its earlier report.
+    pub fn peer_usage(&self, replica: u64, entries: Vec<(u64, u64)>) {
+        self.lock().peers.insert(replica, entries);
     }
 
     /// A 429 arrived: pause for its `Retry-After`, or the default pause without one.
@@ -504,6 +568,7 @@ impl RateLimiter {
             let used = &mut slot.get_or_insert((now, 0)).1;
             *used = used.saturating_add(u64::from(units));
         }
+        s.version = s.version.wrapping_add(1);
         if probe {
             s.probed_at = Some(now);
             tracing::debug!(provider = %self.name, "probing whether the provider's window has room");
@@ -805,6 +870,28 @@ mod tests {
             l.try_acquire(1, 601).unwrap_err().reason,
             DenyReason::TooLarge
         );
+    }
+
+    /// What the other replicas of the key reported they spent counts against the
+    /// window (exactly: no probing past it); reports older than a window do not.
+    #[tokio::test(start_paused = true)]
+    async fn other_replicas_reported_usage_counts_against_the_window() {
+        let l = RateLimiter::try_new("t", RateSettings::ipinsights()).unwrap();
+        let (v0, none) = l.usage();
+        assert!(none.is_empty());
+        l.peer_usage(7, vec![(wall_ms(), 500)]);
+        l.try_acquire(1, 100).unwrap();
+        let d = l.try_acquire(1, 1).unwrap_err();
+        assert_eq!(d.reason, DenyReason::Window);
+        assert!(d.wait >= IN_FLIGHT_POLL);
+        l.peer_usage(7, vec![(wall_ms() - 3_600_001, 500)]);
+        l.try_acquire(1, 500).unwrap();
+        let (v1, entries) = l.usage();
+        assert_ne!(v0, v1, "admissions change the version to report");
+        assert_eq!(entries.iter().map(|e| e.1).sum::<u64>(), 600);
+        assert!(entries
+            .iter()
+            .all(|e| e.0 <= wall_ms() && e.0 + 1_000 > wall_ms()));
     }
 
     /// Without a documented window, `Remaining: 0` pauses until the next probe.

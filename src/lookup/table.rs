@@ -16,6 +16,11 @@
 //! (the table is an optimisation; the answer is already in the local cache) and
 //! counts it.
 //!
+//! The table also carries each replica's quota usage (`usage|{key id}|{replica}`:
+//! what it spent in the provider's window, in wall-clock time), reported whenever it
+//! changed; every replica counts the others' reports against the window, and a
+//! restarted replica finds its previous life's, so a restart refills nothing.
+//!
 //! The table alone is not a lock: two replicas missing the same address within the
 //! propagation delay would both ask upstream. With `route_misses` (the default) a
 //! miss goes to the replica that owns the address ([`super::route`]), and the
@@ -41,6 +46,7 @@ use tracing::{info, warn};
 
 use super::engine::{Engine, Outcome};
 use super::providers::Answer;
+use super::rate_limit::RateLimiter;
 use super::record::IntelRecord;
 use crate::config::IntelTableConfig;
 
@@ -87,6 +93,46 @@ struct Value {
     failed: Option<String>,
 }
 
+/// Keys of usage reports: `usage|{limiter id}|{replica}`.
+const USAGE_PREFIX: &str = "usage|";
+
+/// How often a replica reports what it spent, when that changed.
+const USAGE_EVERY: Duration = Duration::from_millis(200);
+
+/// A replica's report of what it spent on one key in the current window.
+#[derive(Debug, Serialize, Deserialize)]
+struct Usage {
+    /// (wall-clock milliseconds, units), oldest first.
+    entries: Vec<(u64, u64)>,
+}
+
+/// Reports every limiter's usage to the table whenever it changed, so that the
+/// other replicas (and this one's next life) count it against the window.
+fn spawn_usage_reports(
+    publisher: Arc<Publisher>,
+    limiters: HashMap<String, Arc<RateLimiter>>,
+    stop: Arc<AtomicBool>,
+) {
+    tokio::spawn(async move {
+        let mut reported: HashMap<String, u64> = HashMap::new();
+        let mut tick = tokio::time::interval(USAGE_EVERY);
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            for (id, limiter) in &limiters {
+                let (version, entries) = limiter.usage();
+                if reported.get(id) == Some(&version) {
+                    continue;
+                }
+                reported.insert(id.clone(), version);
+                let key = format!("{USAGE_PREFIX}{id}|{}", publisher.by);
+                if let Ok(payload) = serde_json::to_vec(&Usage { entries }) {
+                    publisher.send_raw(&key, &payload);
+                }
+            }
+        }
+    });
+}
+
 /// How long a failure notice matters: routed misses fall back well before.
 const FAILURE_NOTICE_MS: u64 = 60_000;
 
@@ -131,6 +177,8 @@ enum Read {
     Own,
     /// A failure notice for a routed miss.
     Failure,
+    /// Another replica's report of what it spent.
+    Usage,
     UnknownSource,
     Malformed,
 }
@@ -142,6 +190,7 @@ impl Read {
             Read::Expired => "expired",
             Read::Own => "own",
             Read::Failure => "failure",
+            Read::Usage => "usage",
             Read::UnknownSource => "unknown_source",
             Read::Malformed => "malformed",
         }
@@ -158,7 +207,7 @@ impl Metrics {
     fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let published = IntCounter::new(
             "ipenrich_intel_table_published_total",
-            "upstream answers published to the shared intel table",
+            "records published to the shared intel table (answers, failure notices, usage reports)",
         )?;
         let dropped = IntCounter::new(
             "ipenrich_intel_table_publish_dropped_total",
@@ -226,8 +275,11 @@ impl Publisher {
             self.metrics.dropped.inc();
             return;
         };
-        let key = key(source, ip);
-        let record = BaseRecord::to(&self.topic).key(&key).payload(&payload);
+        self.send_raw(&key(source, ip), &payload);
+    }
+
+    fn send_raw(&self, key: &str, payload: &[u8]) {
+        let record = BaseRecord::to(&self.topic).key(key).payload(payload);
         match self.producer.send(record) {
             Ok(()) => self.metrics.published.inc(),
             Err((e, _)) => {
@@ -265,6 +317,7 @@ impl Table {
     pub fn start(
         config: &IntelTableConfig,
         engines: HashMap<String, Vec<Arc<Engine>>>,
+        limiters: HashMap<String, Arc<RateLimiter>>,
         registry: &Registry,
     ) -> Result<Self, TableError> {
         ensure_topic(config, &config.topic, "compact,delete", config.retention)?;
@@ -291,12 +344,15 @@ impl Table {
             what: "producer",
             source,
         })?;
-        let publisher: Arc<dyn Share> = Arc::new(Publisher {
+        let publisher = Arc::new(Publisher {
             producer,
             topic: config.topic.clone(),
             by,
             metrics: metrics.clone(),
         });
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_usage_reports(publisher.clone(), limiters.clone(), stop.clone());
+        let publisher: Arc<dyn Share> = publisher;
         for (source, list) in &engines {
             for e in list {
                 e.share_through(publisher.clone(), source.clone());
@@ -332,12 +388,12 @@ impl Table {
             source,
         })?;
         let ends = assign_from_start(&consumer, &config.topic)?;
-        let stop = Arc::new(AtomicBool::new(false));
         let (warm_tx, warm) = watch::channel(ends.is_empty());
         let follower = Follower {
             consumer,
             topic: config.topic.clone(),
             engines,
+            limiters,
             by,
             metrics,
             ends,
@@ -480,6 +536,7 @@ struct Follower {
     consumer: BaseConsumer,
     topic: String,
     engines: HashMap<String, Vec<Arc<Engine>>>,
+    limiters: HashMap<String, Arc<RateLimiter>>,
     by: u64,
     metrics: Arc<Metrics>,
     /// Partitions still to be read up to their end offset at start.
@@ -524,6 +581,28 @@ impl Follower {
         }
     }
 
+    /// A replica's report of what it spent on one key (`{id}|{replica}`).
+    fn apply_usage(&self, key: &[u8], payload: Option<&[u8]>) -> Read {
+        let parsed = std::str::from_utf8(key)
+            .ok()
+            .and_then(|k| k.rsplit_once('|'))
+            .and_then(|(id, by)| Some((id, by.parse::<u64>().ok()?)));
+        let (Some((id, by)), Some(payload)) = (parsed, payload) else {
+            return Read::Malformed;
+        };
+        if by == self.by {
+            return Read::Own;
+        }
+        let Some(limiter) = self.limiters.get(id) else {
+            return Read::UnknownSource;
+        };
+        let Ok(usage) = serde_json::from_slice::<Usage>(payload) else {
+            return Read::Malformed;
+        };
+        limiter.peer_usage(by, usage.entries);
+        Read::Usage
+    }
+
     fn check_warm(&self, loaded: u64) {
         if self.ends.is_empty() && !*self.warm.borrow() {
             info!(topic = %self.topic, records = loaded, "intel table loaded");
@@ -531,8 +610,12 @@ impl Follower {
         }
     }
 
-    /// Puts one record into the caches of the engines of its source.
+    /// Puts one record into the caches of the engines of its source, or a usage
+    /// report into the limiter of its key.
     fn apply(&self, key: Option<&[u8]>, payload: Option<&[u8]>) -> Read {
+        if let Some(rest) = key.and_then(|k| k.strip_prefix(USAGE_PREFIX.as_bytes())) {
+            return self.apply_usage(rest, payload);
+        }
         let (Some((source, ip)), Some(payload)) = (key.and_then(parse_key), payload) else {
             return Read::Malformed;
         };

@@ -47,6 +47,12 @@ impl SlidingWindow {
         }
     }
 
+    /// The admissions still in the log, oldest first (call [`SlidingWindow::used`]
+    /// first to drop the expired ones).
+    pub fn entries(&self) -> impl Iterator<Item = (Instant, u64)> + '_ {
+        self.entries.iter().copied()
+    }
+
     /// Units admitted during the window that ends at `now`.
     pub fn used(&mut self, now: Instant, window: Duration) -> u64 {
         self.expire(now, window);
