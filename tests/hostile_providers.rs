@@ -351,6 +351,7 @@ async fn a_rejected_key_is_fatal_not_retried() {
             let (fake, base) = Fake::start(vec![script(status, &[], body)]).await;
             let mut config = default_config(None, None);
             config.providers = vec![ProviderConfig::Ipinsights(HttpProviderConfig {
+                name: None,
                 base_url: Some(base),
                 api_key: KeySource::File(key.clone()),
                 timeouts: Default::default(),

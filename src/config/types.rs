@@ -276,6 +276,19 @@ impl ProviderConfig {
             ProviderConfig::CloudflareRadar(_) => "cloudflare_radar",
         }
     }
+
+    /// The configured `name`, else the kind: the `provider` label of its metrics.
+    pub fn name(&self) -> &str {
+        let named = match self {
+            ProviderConfig::Mmdb(_) => None,
+            ProviderConfig::Openipapi(c) => c.name.as_deref(),
+            ProviderConfig::Ipinsights(c)
+            | ProviderConfig::Iptrust(c)
+            | ProviderConfig::Ipgeolocation(c)
+            | ProviderConfig::CloudflareRadar(c) => c.name.as_deref(),
+        };
+        named.unwrap_or(self.kind())
+    }
 }
 
 /// Where an API key comes from. Never written inline: config files get committed.
@@ -316,6 +329,10 @@ impl<'de> Deserialize<'de> for KeySource {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpProviderConfig {
+    /// The `provider` label of this key's metrics and its name in logs (default:
+    /// the provider's kind). Two keys of one provider need two names.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Base URL; the provider's production host when absent (tests use the simulator's).
     #[serde(default)]
     pub base_url: Option<String>,
@@ -333,6 +350,9 @@ pub struct HttpProviderConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpenIpApiConfig {
+    /// As [`HttpProviderConfig::name`].
+    #[serde(default)]
+    pub name: Option<String>,
     /// Base URL; `https://api.openipapi.com` when absent.
     #[serde(default)]
     pub base_url: Option<String>,

@@ -66,7 +66,10 @@ fn settings(url: &str, key: Secret, t: &TimeoutsConfig) -> Result<HttpSettings, 
 /// Engines and limiters of one process, shared by every pipeline and reporter.
 pub struct SharedProviders {
     registry: prometheus::Registry,
-    engines: Mutex<HashMap<String, Arc<Engine>>>,
+    /// By key identity, with the settings it was built with.
+    engines: Mutex<HashMap<String, (Arc<Engine>, EngineSettings)>>,
+    /// Key identity by name: one name, one key (the `provider` metric label).
+    names: Mutex<HashMap<String, String>>,
     /// Engines by the source of their data (provider and base URL, not key).
     sources: Mutex<HashMap<String, Vec<Arc<Engine>>>>,
     limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
@@ -79,6 +82,7 @@ impl SharedProviders {
         SharedProviders {
             registry,
             engines: Mutex::default(),
+            names: Mutex::default(),
             sources: Mutex::default(),
             limiters: Mutex::default(),
             databases: Mutex::default(),
@@ -138,9 +142,13 @@ impl SharedProviders {
         Ok(limiter)
     }
 
+    /// The engine of one key: built on first use, shared after, as long as every
+    /// use asks for the same settings under the same name.
+    #[allow(clippy::too_many_arguments)]
     fn engine(
         &self,
         kind: &str,
+        name: &str,
         base_url: &str,
         key: &Secret,
         provider: Arc<dyn Provider>,
@@ -148,22 +156,46 @@ impl SharedProviders {
         config: &EngineConfig,
     ) -> Result<Arc<Engine>, String> {
         let id = identity(kind, base_url, key);
-        if let Some(e) = self
+        let mut settings = engine_settings(kind, plan, config)?;
+        settings.name = Some(name.to_string());
+        if let Some((e, built)) = self
             .engines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&id)
         {
+            if *built != settings {
+                return Err(format!(
+                    "this {kind} key is already configured with other settings (name {:?}); \
+                     one key has one cache and one quota: give every use of it the same \
+                     `name`, `plan` and `lookup` settings",
+                    e.name()
+                ));
+            }
             return Ok(e.clone());
         }
-        let settings = engine_settings(kind, plan, config)?;
+        {
+            let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+            match names.get(name) {
+                Some(other) if *other != id => {
+                    return Err(format!(
+                        "the name {name:?} is already another {kind} key's: give each key its own \
+                         `name` (it labels the key's metrics)"
+                    ))
+                }
+                _ => {
+                    names.insert(name.to_string(), id.clone());
+                }
+            }
+        }
         let limiter = self.limiter(kind, base_url, key, settings.rate.clone())?;
+        let settings_built = settings.clone();
         let engine = Engine::try_new(provider, settings, limiter, &self.registry)
             .map_err(|e| error_chain(&e))?;
         self.engines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, engine.clone());
+            .insert(id, (engine.clone(), settings_built));
         self.sources
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -404,7 +436,7 @@ pub fn member(
         _ => None,
     };
     let engine = shared
-        .engine(kind, &url, &key, provider, plan, lookup)
+        .engine(kind, config.name(), &url, &key, provider, plan, lookup)
         .map_err(err)?;
     Ok(Member::Remote(engine))
 }
@@ -500,6 +532,69 @@ mod tests {
                     limit: 250_000
                 },
             ]
+        );
+    }
+
+    fn ipinsights(name: Option<&str>, key: &std::path::Path, ttl: Option<u64>) -> ProviderConfig {
+        ProviderConfig::Ipinsights(crate::config::HttpProviderConfig {
+            name: name.map(str::to_string),
+            base_url: Some("http://127.0.0.1:9/ipinsights".into()),
+            api_key: KeySource::File(key.to_path_buf()),
+            timeouts: TimeoutsConfig::default(),
+            lookup: EngineConfig {
+                ttl: ttl.map(std::time::Duration::from_secs),
+                ..EngineConfig::default()
+            },
+        })
+    }
+
+    /// Regression (issue 10): two keys of one provider failed start-up with
+    /// AlreadyReg, and a second use of one key with other settings silently got
+    /// the first engine.
+    #[tokio::test]
+    async fn keys_are_named_and_one_key_has_one_set_of_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |n: &str| {
+            let p = dir.path().join(n);
+            std::fs::write(&p, format!("key-{n}\n")).unwrap();
+            p
+        };
+        let (a, b) = (key("a"), key("b"));
+        let registry = prometheus::Registry::new();
+        let shared = SharedProviders::new(registry.clone());
+        member(0, &ipinsights(None, &a, None), &shared).unwrap();
+        let unnamed = member(1, &ipinsights(None, &b, None), &shared)
+            .err()
+            .unwrap();
+        assert!(
+            unnamed.reason.contains("give each key its own `name`"),
+            "{unnamed}"
+        );
+        member(1, &ipinsights(Some("ipinsights-soc"), &b, None), &shared).unwrap();
+        // The same key again, same settings: the same engine.
+        member(2, &ipinsights(None, &a, None), &shared).unwrap();
+        let conflict = member(3, &ipinsights(None, &a, Some(60)), &shared)
+            .err()
+            .unwrap();
+        assert!(conflict.reason.contains("other settings"), "{conflict}");
+        assert!(
+            !conflict.to_string().contains("key-a"),
+            "never the key: {conflict}"
+        );
+        let labels: std::collections::BTreeSet<String> = registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == crate::lookup::engine::names::UPSTREAM_REQUESTS)
+            .flat_map(|f| {
+                f.get_metric()
+                    .iter()
+                    .map(|m| m.get_label()[0].value().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            labels,
+            ["ipinsights", "ipinsights-soc"].map(String::from).into()
         );
     }
 

@@ -105,6 +105,9 @@ pub struct EngineSettings {
     /// IPv6 addresses are cached, asked and counted by their network of this
     /// many bits (default 64: one subscriber's or one host's allocation).
     pub ipv6_prefix: u8,
+    /// The key's name in metrics (`provider` label) and logs; the provider's
+    /// own name when `None`.
+    pub name: Option<String>,
 }
 
 /// `ip`'s network of `prefix` bits when it is IPv6, else `ip`.
@@ -141,6 +144,7 @@ impl Default for EngineSettings {
                 open_for: Duration::from_secs(30),
             },
             ipv6_prefix: 64,
+            name: None,
         }
     }
 }
@@ -279,6 +283,8 @@ pub struct Engine {
     metrics: Metrics,
     /// IPv6 addresses are keyed by their network of this many bits.
     ipv6_prefix: u8,
+    /// The key's name in metrics and logs.
+    name: String,
     /// Misses of addresses another replica owns go to it (see [`super::route`]).
     route: std::sync::OnceLock<Arc<super::route::Router>>,
     /// This engine, for timers that must not keep it alive.
@@ -296,7 +302,10 @@ impl Engine {
         limiter: Arc<RateLimiter>,
         registry: &Registry,
     ) -> Result<Arc<Self>, EngineError> {
-        let name = provider.name().to_owned();
+        let name = settings
+            .name
+            .clone()
+            .unwrap_or_else(|| provider.name().to_owned());
         let provider_max = provider.max_batch().max(1);
         let max_batch = settings
             .max_batch
@@ -330,6 +339,7 @@ impl Engine {
             max_token_wait: settings.max_token_wait,
             metrics,
             ipv6_prefix: settings.ipv6_prefix.min(128),
+            name: name.clone(),
             share: std::sync::OnceLock::new(),
         });
         let weak: Weak<Engine> = Arc::downgrade(&engine);
@@ -429,9 +439,9 @@ impl Engine {
         self.lookup_here(ip).await
     }
 
-    /// The provider's name.
+    /// The key's name (the provider's unless configured).
     pub fn name(&self) -> &str {
-        self.provider.name()
+        &self.name
     }
 
     /// The shared limiter (the reporter draws report units from it).
