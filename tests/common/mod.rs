@@ -327,3 +327,92 @@ impl Drop for Proc {
         self.kill();
     }
 }
+
+/// The child's metrics address, from its start-up log line.
+pub fn metrics_addr(log: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = strip_ansi(&std::fs::read_to_string(log).unwrap_or_default());
+        if let Some(line) = text.lines().find(|l| l.contains("serving /metrics")) {
+            let addr = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+                .unwrap_or_else(|| panic!("no addr= in {line:?}"));
+            return addr.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the child never served /metrics (log: {})",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `GET /metrics` of the child (plain HTTP/1.0 on loopback).
+pub fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read /metrics");
+    text
+}
+
+/// Sum of the samples of `name` whose labels contain every one of `labels`.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// xorshift64: a deterministic stream for the Zipf draws.
+pub fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// `count` ranks drawn from Zipf(s = 1) over `n` ranks, deterministically.
+pub fn zipf(n: usize, count: usize, seed: u64) -> Vec<usize> {
+    let total: f64 = (1..=n).map(|k| 1.0 / k as f64).sum();
+    let mut acc = 0.0;
+    let cdf: Vec<f64> = (1..=n)
+        .map(|k| {
+            acc += 1.0 / k as f64 / total;
+            acc
+        })
+        .collect();
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            let u = (xorshift(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
+            cdf.partition_point(|&c| c < u).min(n - 1)
+        })
+        .collect()
+}
