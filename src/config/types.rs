@@ -438,11 +438,17 @@ pub struct EngineConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
-    /// Window length; windows start at the first use.
+    /// Window length (`1h`, `24h`, `30days`).
     #[serde(with = "humantime_serde")]
     pub period: Duration,
-    /// Units allowed per window.
+    /// Units allowed per window, for the whole deployment: replicas add up what
+    /// they spent through the intel table.
     pub limit: u64,
+    /// A moment when the provider's window resets, e.g. `2026-01-15T09:00:00Z`
+    /// (RFC 3339); windows start there plus whole periods. Default: the Unix
+    /// epoch, i.e. whole UTC hours and days.
+    #[serde(default, with = "humantime_serde")]
+    pub reset_at: Option<std::time::SystemTime>,
 }
 
 /// HTTP timeouts.

@@ -351,6 +351,10 @@ fn engine_settings(
     s.rate.budgets.extend(c.budgets.iter().map(|b| Budget {
         period: b.period,
         limit: b.limit,
+        anchor_ms: b.reset_at.map_or(0, |t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        }),
     }));
     s.rate.validate().map_err(|e| {
         e.iter()
@@ -525,11 +529,13 @@ mod tests {
             vec![
                 Budget {
                     period: std::time::Duration::from_secs(86_400),
-                    limit: 10_000
+                    limit: 10_000,
+                    anchor_ms: 0,
                 },
                 Budget {
                     period: std::time::Duration::from_secs(30 * 86_400),
-                    limit: 250_000
+                    limit: 250_000,
+                    anchor_ms: 0,
                 },
             ]
         );
@@ -596,6 +602,17 @@ mod tests {
             labels,
             ["ipinsights", "ipinsights-soc"].map(String::from).into()
         );
+    }
+
+    #[test]
+    fn a_budget_resets_when_the_provider_says() {
+        let c = engine_config(
+            "budgets:\n  - {period: 30days, limit: 10000, reset_at: 2026-01-15T09:00:00Z}\n",
+        );
+        let s = engine_settings("openipapi", Some(OpenIpApiPlan::Free), &c).unwrap();
+        assert_eq!(s.rate.budgets[0].anchor_ms, 1_768_467_600_000);
+        let bad = "budgets:\n  - {period: 1h, limit: 1, reset_at: soon}\n";
+        assert!(serde_yaml_ng::from_str::<EngineConfig>(bad).is_err());
     }
 
     #[test]

@@ -1097,6 +1097,7 @@ mod tests {
         s.rate.budgets = vec![crate::lookup::rate_limit::Budget {
             period: Duration::MAX,
             limit: u64::MAX,
+            anchor_ms: 0,
         }];
         let fake = Fake::new(1, 0);
         let e = engine(fake.clone(), s);

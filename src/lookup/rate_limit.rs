@@ -94,13 +94,34 @@ pub struct Denied {
     pub wait: Duration,
 }
 
-/// A fixed-window budget of units (IPs looked up, reports sent).
+/// A fixed-window budget of units (IPs looked up, reports sent), aligned with the
+/// provider's calendar: windows start at `anchor` plus whole periods, so every
+/// replica (and every restart) agrees on the window and the replicas' reported
+/// spending adds up in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
-    /// Window length (1 h, 24 h, 30 days); windows start at the first use.
+    /// Window length (1 h, 24 h, 30 days).
     pub period: Duration,
     /// Units allowed per window.
     pub limit: u64,
+    /// Milliseconds since the Unix epoch at which some window starts (the
+    /// provider's reset time); 0 gives whole UTC hours and days.
+    pub anchor_ms: u64,
+}
+
+impl Budget {
+    /// Start of the window holding `wall_ms` (both in ms since the epoch).
+    fn window_start(&self, wall_ms: u64) -> u64 {
+        let period = u64::try_from(self.period.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        if wall_ms >= self.anchor_ms {
+            wall_ms - (wall_ms - self.anchor_ms) % period
+        } else {
+            let back = (self.anchor_ms - wall_ms).div_ceil(period);
+            self.anchor_ms.saturating_sub(back.saturating_mul(period))
+        }
+    }
 }
 
 /// What a provider's window counts.
@@ -262,14 +283,23 @@ struct Mutable {
     share: (u64, u64),
     /// When the latest probe went out (see [`RateSettings::probe_every`]).
     probed_at: Option<Instant>,
-    /// Per budget: (window start, units used).
-    budgets: Vec<Option<(Instant, u64)>>,
+    /// Per budget: (window start in wall ms, units this replica used in it).
+    budgets: Vec<(u64, u64)>,
     /// What the other replicas of this key (and this replica's earlier lives)
-    /// spent, as they reported it through the intel table: wall-clock
-    /// milliseconds and units, by replica id.
-    peers: std::collections::HashMap<u64, Vec<(u64, u64)>>,
+    /// spent, as they reported it through the intel table, by replica id.
+    peers: std::collections::HashMap<u64, Usage>,
     /// Bumped on every admission: the usage to report has changed.
     version: u64,
+}
+
+/// What one replica spent on a key, as it reports it to the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// In the provider's window: (wall-clock ms, units), oldest first.
+    pub entries: Vec<(u64, u64)>,
+    /// Per budget, in configured order: (window start in wall ms, units used).
+    #[serde(default)]
+    pub budgets: Vec<(u64, u64)>,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -302,6 +332,9 @@ impl Drop for Admitted<'_> {
 
 /// The buckets, budgets and pause of one provider key.
 pub struct RateLimiter {
+    /// Wall-clock ms when the limiter was built; budgets read the wall clock as
+    /// this plus the `tokio::time` elapsed since, so paused-time tests drive them.
+    wall_at_start: u64,
     name: String,
     settings: RateSettings,
     clock: TokioClock,
@@ -327,13 +360,14 @@ impl RateLimiter {
             start: Instant::now(),
         };
         Ok(RateLimiter {
+            wall_at_start: wall_ms(),
             name: name.to_owned(),
             requests: bucket(settings.requests_per_second, settings.request_burst, &clock),
             units: settings
                 .units_per_second
                 .map(|u| bucket(u, settings.unit_burst, &clock)),
             state: Mutex::new(Mutable {
-                budgets: vec![None; settings.budgets.len()],
+                budgets: vec![(0, 0); settings.budgets.len()],
                 share: (1, 1),
                 ..Mutable::default()
             }),
@@ -421,9 +455,9 @@ impl RateLimiter {
         let since = wall_ms().saturating_sub(window_ms);
         let mut peers = 0u64;
         let mut peer_leaves: Option<u64> = None;
-        for entries in s.peers.values_mut() {
-            entries.retain(|&(at, _)| at > since);
-            for &(at, units) in entries.iter() {
+        for usage in s.peers.values_mut() {
+            usage.entries.retain(|&(at, _)| at > since);
+            for &(at, units) in usage.entries.iter() {
                 peers = peers.saturating_add(units);
                 peer_leaves = Some(peer_leaves.map_or(at, |l| l.min(at)));
             }
@@ -489,7 +523,7 @@ impl RateLimiter {
     /// What this replica spent in the current window, to report to the others:
     /// wall-clock milliseconds and units, requests in flight counted as of now;
     /// with a version that changes whenever it does.
-    pub fn usage(&self) -> (u64, Vec<(u64, u64)>) {
+    pub fn usage(&self) -> (u64, Usage) {
         let now = Instant::now();
         let wall = wall_ms();
         let mut s = self.lock();
@@ -506,13 +540,24 @@ impl RateLimiter {
         if s.in_flight_units > 0 {
             entries.push((wall, s.in_flight_units));
         }
-        (s.version, entries)
+        let usage = Usage {
+            entries,
+            budgets: s.budgets.clone(),
+        };
+        (s.version, usage)
     }
 
     /// What replica `replica` reported it spent (see [`RateLimiter::usage`]);
     /// replaces its earlier report.
-    pub fn peer_usage(&self, replica: u64, entries: Vec<(u64, u64)>) {
-        self.lock().peers.insert(replica, entries);
+    pub fn peer_usage(&self, replica: u64, usage: Usage) {
+        self.lock().peers.insert(replica, usage);
+    }
+
+    /// The wall clock as the budgets read it (ms since the epoch).
+    pub fn wall_now(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.clock.start);
+        self.wall_at_start
+            .saturating_add(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// A 429 arrived: pause for its `Retry-After`, or the default pause without one.
@@ -540,16 +585,23 @@ impl RateLimiter {
             _ => u64::from(requests),
         };
         let probe = self.window_room(&mut s, now, cost)?;
+        let wall = self.wall_now();
         for (i, b) in self.settings.budgets.iter().enumerate() {
-            let slot = &mut s.budgets[i];
-            if slot.is_some_and(|(start, _)| now >= after(start, b.period)) {
-                *slot = None;
+            let start = b.window_start(wall);
+            if s.budgets[i].0 != start {
+                s.budgets[i] = (start, 0);
             }
-            let used = slot.map_or(0, |(_, u)| u);
+            let peers: u64 = s
+                .peers
+                .values()
+                .filter_map(|u| u.budgets.get(i))
+                .filter(|(their_start, _)| *their_start == start)
+                .map(|(_, used)| used)
+                .sum();
+            let used = s.budgets[i].1.saturating_add(peers);
             if used.saturating_add(u64::from(units)) > b.limit {
-                let wait = slot.map_or(b.period, |(start, _)| {
-                    after(start, b.period).saturating_duration_since(now)
-                });
+                let period = u64::try_from(b.period.as_millis()).unwrap_or(u64::MAX);
+                let wait = Duration::from_millis(start.saturating_add(period).saturating_sub(wall));
                 let reason = if u64::from(units) > b.limit {
                     DenyReason::TooLarge
                 } else {
@@ -564,8 +616,7 @@ impl RateLimiter {
         if let Some(n) = NonZeroU32::new(requests) {
             self.take(&self.requests, n, self.settings.request_burst)?;
         }
-        for slot in s.budgets.iter_mut() {
-            let used = &mut slot.get_or_insert((now, 0)).1;
+        for (_, used) in s.budgets.iter_mut() {
             *used = used.saturating_add(u64::from(units));
         }
         s.version = s.version.wrapping_add(1);
@@ -878,18 +929,23 @@ mod tests {
     async fn other_replicas_reported_usage_counts_against_the_window() {
         let l = RateLimiter::try_new("t", RateSettings::ipinsights()).unwrap();
         let (v0, none) = l.usage();
-        assert!(none.is_empty());
-        l.peer_usage(7, vec![(wall_ms(), 500)]);
+        assert!(none.entries.is_empty());
+        let report = |at: u64| Usage {
+            entries: vec![(at, 500)],
+            budgets: vec![],
+        };
+        l.peer_usage(7, report(wall_ms()));
         l.try_acquire(1, 100).unwrap();
         let d = l.try_acquire(1, 1).unwrap_err();
         assert_eq!(d.reason, DenyReason::Window);
         assert!(d.wait >= IN_FLIGHT_POLL);
-        l.peer_usage(7, vec![(wall_ms() - 3_600_001, 500)]);
+        l.peer_usage(7, report(wall_ms() - 3_600_001));
         l.try_acquire(1, 500).unwrap();
-        let (v1, entries) = l.usage();
+        let (v1, usage) = l.usage();
         assert_ne!(v0, v1, "admissions change the version to report");
-        assert_eq!(entries.iter().map(|e| e.1).sum::<u64>(), 600);
-        assert!(entries
+        assert_eq!(usage.entries.iter().map(|e| e.1).sum::<u64>(), 600);
+        assert!(usage
+            .entries
             .iter()
             .all(|e| e.0 <= wall_ms() && e.0 + 1_000 > wall_ms()));
     }
@@ -911,25 +967,77 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn budgets_refuse_until_the_period_rolls() {
         let mut s = settings(1000.0, 1000);
+        let anchor = wall_ms();
         s.budgets = vec![Budget {
             period: Duration::from_secs(3600),
             limit: 10,
+            anchor_ms: anchor,
         }];
         let l = RateLimiter::try_new("t", s).unwrap();
         l.try_acquire(1, 6).unwrap();
         tokio::time::advance(Duration::from_secs(100)).await;
         l.try_acquire(1, 4).unwrap();
         let d = l.try_acquire(1, 1).unwrap_err();
-        assert_eq!(
-            (d.reason, d.wait),
-            (DenyReason::Budget, Duration::from_secs(3500))
-        );
+        assert_eq!(d.reason, DenyReason::Budget);
+        // The window ends an hour after the anchor, whenever the limiter started.
+        let left = Duration::from_millis(anchor + 3_600_000 - l.wall_now());
+        assert_eq!(d.wait, left);
         assert!(matches!(
             l.acquire(1, 1).await,
             Err(RateLimitError::BudgetExhausted { .. })
         ));
-        tokio::time::advance(Duration::from_secs(3500)).await;
+        tokio::time::advance(left).await;
         l.try_acquire(1, 10).unwrap();
+    }
+
+    /// Regression (issue 10): budgets restarted at zero on every restart, were per
+    /// replica, and did not follow the provider's hour, day or month.
+    #[tokio::test(start_paused = true)]
+    async fn budgets_follow_the_providers_calendar_and_count_every_replica() {
+        let hour = Budget {
+            period: Duration::from_secs(3600),
+            limit: 10,
+            anchor_ms: 0,
+        };
+        assert_eq!(
+            hour.window_start(7_200_000 + 59_999),
+            7_200_000,
+            "whole UTC hours"
+        );
+        let billing = Budget {
+            anchor_ms: 7_201_000,
+            ..hour
+        };
+        assert_eq!(
+            billing.window_start(7_200_999),
+            3_601_000,
+            "before the anchor"
+        );
+        assert_eq!(billing.window_start(7_201_000), 7_201_000);
+        assert_eq!(billing.window_start(10_800_999), 7_201_000);
+        let mut s = settings(1000.0, 1000);
+        s.budgets = vec![hour];
+        let l = RateLimiter::try_new("t", s).unwrap();
+        let start = hour.window_start(l.wall_now());
+        // This replica's previous life spent 6 in this window, another one 3 in the
+        // window before: only 4 are left here.
+        l.peer_usage(
+            1,
+            Usage {
+                entries: vec![],
+                budgets: vec![(start, 6)],
+            },
+        );
+        l.peer_usage(
+            2,
+            Usage {
+                entries: vec![],
+                budgets: vec![(start - 3_600_000, 3)],
+            },
+        );
+        l.try_acquire(1, 4).unwrap();
+        assert_eq!(l.try_acquire(1, 1).unwrap_err().reason, DenyReason::Budget);
+        assert_eq!(l.usage().1.budgets, vec![(start, 4)], "what it reports");
     }
 
     #[test]
@@ -939,6 +1047,7 @@ mod tests {
         s.budgets = vec![Budget {
             period: Duration::ZERO,
             limit: 1,
+            anchor_ms: 0,
         }];
         assert_eq!(RateLimiter::try_new("t", s).unwrap_err().len(), 3);
     }
@@ -967,6 +1076,7 @@ mod tests {
         s.budgets = vec![Budget {
             period: Duration::from_secs(3600),
             limit: u64::MAX,
+            anchor_ms: 0,
         }];
         let l = RateLimiter::try_new("t", s).unwrap();
         let denied = l.try_acquire(1, u32::MAX).unwrap_err();

@@ -46,7 +46,7 @@ use tracing::{info, warn};
 
 use super::engine::{Engine, Outcome};
 use super::providers::Answer;
-use super::rate_limit::RateLimiter;
+use super::rate_limit::{RateLimiter, Usage};
 use super::record::IntelRecord;
 use crate::config::IntelTableConfig;
 
@@ -99,13 +99,6 @@ const USAGE_PREFIX: &str = "usage|";
 /// How often a replica reports what it spent, when that changed.
 const USAGE_EVERY: Duration = Duration::from_millis(200);
 
-/// A replica's report of what it spent on one key in the current window.
-#[derive(Debug, Serialize, Deserialize)]
-struct Usage {
-    /// (wall-clock milliseconds, units), oldest first.
-    entries: Vec<(u64, u64)>,
-}
-
 /// Reports every limiter's usage to the table whenever it changed, so that the
 /// other replicas (and this one's next life) count it against the window.
 fn spawn_usage_reports(
@@ -119,13 +112,13 @@ fn spawn_usage_reports(
         while !stop.load(Ordering::Relaxed) {
             tick.tick().await;
             for (id, limiter) in &limiters {
-                let (version, entries) = limiter.usage();
+                let (version, usage) = limiter.usage();
                 if reported.get(id) == Some(&version) {
                     continue;
                 }
                 reported.insert(id.clone(), version);
                 let key = format!("{USAGE_PREFIX}{id}|{}", publisher.by);
-                if let Ok(payload) = serde_json::to_vec(&Usage { entries }) {
+                if let Ok(payload) = serde_json::to_vec(&usage) {
                     publisher.send_raw(&key, &payload);
                 }
             }
@@ -599,7 +592,7 @@ impl Follower {
         let Ok(usage) = serde_json::from_slice::<Usage>(payload) else {
             return Read::Malformed;
         };
-        limiter.peer_usage(by, usage.entries);
+        limiter.peer_usage(by, usage);
         Read::Usage
     }
 
