@@ -1134,7 +1134,7 @@ async fn three_replicas_ask_each_address_once_in_the_deployment() {
         }
         let acc = ipinsights(sim);
         let upstream = acc.public_ips_charged as usize;
-        let per_replica: Vec<(f64, f64, f64, f64)> = metrics
+        let per_replica: Vec<(f64, f64, f64, f64, f64)> = metrics
             .iter()
             .map(|m| {
                 (
@@ -1142,13 +1142,14 @@ async fn three_replicas_ask_each_address_once_in_the_deployment() {
                     metric(m, "ipenrich_route_owned_partitions", &[]),
                     metric(m, "ipenrich_route_fallbacks_total", &[]),
                     metric(m, "ipenrich_lookup_cache_hits_by_origin_total", &["origin=\"table\""]),
+                    metric(m, "ipenrich_events_in_total", &[]),
                 )
             })
             .collect();
         println!(
             "three replicas: {N} events, {} distinct (IPv4 + IPv6 /64), {upstream} upstream lookups \
              ({:.4} x distinct), {} output records; per replica (addresses asked, request \
-             partitions owned of 6, fallbacks, table hits): {per_replica:?}; 429s: {}",
+             partitions owned of 6, fallbacks, table hits, events read): {per_replica:?}; 429s: {}",
             distinct.len(),
             upstream as f64 / distinct.len() as f64,
             reader.got.len(),
@@ -1163,7 +1164,7 @@ async fn three_replicas_ask_each_address_once_in_the_deployment() {
             distinct.len()
         );
         assert_eq!(acc.rate_limited_count(), 0, "no 429");
-        for (asked, owned, _, _) in &per_replica {
+        for (asked, owned, _, _, _) in &per_replica {
             // Within the share of the window that goes with the partitions owned.
             assert!(
                 *asked <= 100_000.0 * owned / 6.0,

@@ -52,6 +52,11 @@ pub mod names {
     pub const RATE_LIMITED: &str = "ipenrich_lookup_upstream_rate_limited_total";
     pub const SHED: &str = "ipenrich_lookup_shed_total";
     pub const BREAKER_STATE: &str = "ipenrich_lookup_breaker_state";
+    /// With a second label, `of`: `headers` (the provider's latest
+    /// `X-RateLimit-Remaining`), `window` (what this replica may still spend in
+    /// the provider's window: its share, less its own and the others' spending),
+    /// `budget` (the tightest budget, for the deployment).
+    pub const QUOTA_REMAINING: &str = "ipenrich_lookup_quota_remaining";
 }
 
 /// Why an engine cannot be built.
@@ -193,6 +198,8 @@ struct Metrics {
     rate_limited: IntCounter,
     shed: IntCounter,
     breaker_state: IntGauge,
+    /// `headers`, `window`, `budget` (see [`names::QUOTA_REMAINING`]).
+    quota_remaining: [IntGauge; 3],
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -233,6 +240,19 @@ fn metrics(registry: &Registry, provider: &str) -> Result<(CacheMetrics, Metrics
             .map_err(EngineError::Metrics)?,
         )
     };
+    let remaining = |of: &str| {
+        register(
+            registry,
+            IntGauge::with_opts(
+                opts(
+                    QUOTA_REMAINING,
+                    "quota left: headers, this replica's window, budget",
+                )
+                .const_label("of", of),
+            )
+            .map_err(EngineError::Metrics)?,
+        )
+    };
     let cache = CacheMetrics {
         hits: counter(CACHE_HITS, "lookups answered from the cache")?,
         hits_by_origin: [by_origin(Origin::Local)?, by_origin(Origin::Table)?],
@@ -260,6 +280,11 @@ fn metrics(registry: &Registry, provider: &str) -> Result<(CacheMetrics, Metrics
             "lookups answered rate_limited or circuit_open without asking",
         )?,
         breaker_state: gauge(BREAKER_STATE, "0 closed, 1 half-open, 2 open")?,
+        quota_remaining: [
+            remaining("headers")?,
+            remaining("window")?,
+            remaining("budget")?,
+        ],
     };
     Ok((cache, m))
 }
@@ -603,7 +628,14 @@ impl Engine {
         drop(admitted);
         if let Some(info) = self.provider.last_rate_info() {
             self.limiter.observe(&info);
+            if let Some(r) = info.remaining {
+                self.metrics.quota_remaining[0].set(i64::try_from(r).unwrap_or(i64::MAX));
+            }
         }
+        let (window, budget) = self.limiter.remaining();
+        let gauge = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        self.metrics.quota_remaining[1].set(gauge(window));
+        self.metrics.quota_remaining[2].set(gauge(budget));
         let state = match result {
             Ok(answers) if answers.len() == n => {
                 self.key_rejected.store(false, Ordering::Relaxed);

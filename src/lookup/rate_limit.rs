@@ -553,6 +553,62 @@ impl RateLimiter {
         self.lock().peers.insert(replica, usage);
     }
 
+    /// What this replica may still spend now: in the provider's window (its share
+    /// less its own and the others' spending) and in the tightest budget (for the
+    /// deployment); `None` where there is no window or budget.
+    pub fn remaining(&self) -> (Option<u64>, Option<u64>) {
+        let now = Instant::now();
+        let wall = self.wall_now();
+        let mut s = self.lock();
+        let window = self.settings.window_limit.map(|w| {
+            let (owned, of) = s.share;
+            let mine =
+                u64::try_from(u128::from(w.limit) * u128::from(owned) / u128::from(of.max(1)))
+                    .unwrap_or(u64::MAX);
+            let ours = s
+                .sent
+                .used(now, self.settings.window)
+                .saturating_add(s.in_flight_units);
+            let window_ms = u64::try_from(self.settings.window.as_millis()).unwrap_or(u64::MAX);
+            let since = wall_ms().saturating_sub(window_ms);
+            let peers: u64 = s
+                .peers
+                .values()
+                .flat_map(|u| u.entries.iter())
+                .filter(|(at, _)| *at > since)
+                .map(|(_, n)| n)
+                .sum();
+            let outside = s.outside.map_or(0, |(_, n)| n);
+            mine.saturating_sub(ours).min(
+                w.limit
+                    .saturating_sub(ours.saturating_add(outside.max(peers))),
+            )
+        });
+        let budget = self
+            .settings
+            .budgets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let start = b.window_start(wall);
+                let own = if s.budgets[i].0 == start {
+                    s.budgets[i].1
+                } else {
+                    0
+                };
+                let peers: u64 = s
+                    .peers
+                    .values()
+                    .filter_map(|u| u.budgets.get(i))
+                    .filter(|(st, _)| *st == start)
+                    .map(|(_, n)| n)
+                    .sum();
+                b.limit.saturating_sub(own.saturating_add(peers))
+            })
+            .min();
+        (window, budget)
+    }
+
     /// The wall clock as the budgets read it (ms since the epoch).
     pub fn wall_now(&self) -> u64 {
         let elapsed = Instant::now().saturating_duration_since(self.clock.start);
@@ -898,9 +954,11 @@ mod tests {
     async fn a_replica_spends_its_share_of_the_window() {
         let l = RateLimiter::try_new("t", RateSettings::ipinsights()).unwrap();
         l.set_share(2, 6);
+        assert_eq!(l.remaining(), (Some(200), None));
         l.try_acquire(1, 100).unwrap();
         l.try_acquire(1, 100).unwrap();
         assert_eq!(l.try_acquire(1, 1).unwrap_err().reason, DenyReason::Window);
+        assert_eq!(l.remaining(), (Some(0), None));
         // What the others spent (the provider's count) is theirs, not ours.
         l.observe(&RateInfo {
             limit: Some(600),
@@ -1038,6 +1096,7 @@ mod tests {
         l.try_acquire(1, 4).unwrap();
         assert_eq!(l.try_acquire(1, 1).unwrap_err().reason, DenyReason::Budget);
         assert_eq!(l.usage().1.budgets, vec![(start, 4)], "what it reports");
+        assert_eq!(l.remaining().1, Some(0));
     }
 
     #[test]
