@@ -74,7 +74,16 @@ pub async fn run(
         + SHUTDOWN_SLACK;
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = open_providers(&config, &metrics)?;
-    let _table = open_table(&config, &metrics, &shared).await?;
+    tokio::pin!(stop);
+    // The table's start waits for its brokers (a transient condition), so it
+    // yields to a stop request like everything else.
+    let _table = tokio::select! {
+        table = open_table(&config, &metrics, &shared) => table?,
+        _ = &mut stop => {
+            info!("shutdown requested while the intel table was starting");
+            return Ok(Verdict::Clean);
+        }
+    };
     let mut reporters = start_reporters(&config, &metrics, &shared, &stop_rx)?;
     let mut pipelines = JoinSet::new();
     for p in config.pipelines {
@@ -87,7 +96,6 @@ pub async fn run(
             (p.name, result)
         });
     }
-    tokio::pin!(stop);
     let mut failed = false;
     let mut pipelines_done = false;
     let mut give_up_at: Option<tokio::time::Instant> = None;
@@ -204,6 +212,23 @@ async fn open_table(
     let limiters = shared.limiters_by_id();
     let registry = metrics.registry().clone();
     let warm_timeout = table_config.warm_timeout;
+    // Brokers away at start are transient: wait for them (a stop request ends the
+    // wait, see `run`); what fails once they answer is fatal.
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        let probe = table_config.clone();
+        let reached = tokio::task::spawn_blocking(move || crate::lookup::table::reachable(&probe))
+            .await
+            .map_err(|e| StartError::Providers(format!("intel table start: {e}")))?;
+        match reached {
+            Ok(()) => break,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?delay, "intel table brokers not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
     let table = tokio::task::spawn_blocking(move || {
         crate::lookup::table::Table::start(&table_config, engines, limiters, &registry)
     })

@@ -302,42 +302,64 @@ fn file_run_writes_every_event_when_lookups_stall_at_the_end() {
 }
 
 /// Issue 8.8: with an unreachable broker, readiness said 200 and SIGTERM took about
-/// 100 s. Now readiness is 503 and the process exits within its bound.
+/// 100 s. Now readiness is 503 and the process exits within its bound. The same with
+/// an intel table on the unreachable broker: its start waits for the brokers (a
+/// transient condition) and yields to SIGTERM.
 #[test]
 fn unreachable_broker_is_not_ready_and_sigterm_is_honoured() {
-    let dir = tempfile::tempdir().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
-    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let http_port = http.local_addr().unwrap().port();
-    drop(http);
-    let cfg = write_config(
-        dir.path(),
-        "p.yaml",
-        &format!(
-            "http:\n  listen: 127.0.0.1:{http_port}\npipelines:\n  - name: k\n    source:\n      kafka:\n        brokers: 127.0.0.1:{port}\n        topics: [t]\n        group_id: g\n    extract:\n      scan_all_strings: true\n    sink:\n      kafka:\n        topic: out\n    shutdown_timeout: 3s\n"
-        ),
-    );
-    let log = dir.path().join("log");
-    let mut proc = Proc::run(&cfg, &log);
-    // Readiness must say 503 (not 200) for as long as nothing can flow.
-    let mut answered = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while answered < 5 && Instant::now() < deadline {
-        if let Some(code) = http_status(http_port, "/health/ready") {
-            assert_eq!(code, 503, "ready with an unreachable broker");
-            answered += 1;
+    for table in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let http_port = http.local_addr().unwrap().port();
+        drop(http);
+        let intel_table = if table {
+            format!("intel_table:\n  brokers: 127.0.0.1:{port}\n")
+        } else {
+            String::new()
+        };
+        let cfg = write_config(
+            dir.path(),
+            "p.yaml",
+            &format!(
+                "http:\n  listen: 127.0.0.1:{http_port}\npipelines:\n  - name: k\n    source:\n      kafka:\n        brokers: 127.0.0.1:{port}\n        topics: [t]\n        group_id: g\n    extract:\n      scan_all_strings: true\n    sink:\n      kafka:\n        topic: out\n    shutdown_timeout: 3s\n{intel_table}"
+            ),
+        );
+        let log = dir.path().join("log");
+        let mut proc = Proc::run(&cfg, &log);
+        // Readiness must say 503 (not 200) for as long as nothing can flow.
+        let mut answered = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while answered < 5 && Instant::now() < deadline {
+            if let Some(code) = http_status(http_port, "/health/ready") {
+                assert_eq!(
+                    code, 503,
+                    "ready with an unreachable broker (table: {table})"
+                );
+                answered += 1;
+            }
+            std::thread::sleep(Duration::from_millis(300));
         }
-        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            answered > 0,
+            "health endpoint never answered (table: {table})"
+        );
+        let code = proc.terminate(Duration::from_secs(45));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            code.is_some(),
+            "SIGTERM not honoured with an unreachable broker (table: {table}):\n{text}"
+        );
+        if table {
+            assert_eq!(code, Some(0), "{text}");
+            assert!(
+                text.contains("shutdown requested while the intel table was starting"),
+                "{text}"
+            );
+        }
     }
-    assert!(answered > 0, "health endpoint never answered");
-    let code = proc.terminate(Duration::from_secs(45));
-    assert!(
-        code.is_some(),
-        "SIGTERM not honoured with an unreachable broker:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
 }
 
 /// Issue 8.5 and 8.9: a fatal error while the input is idle (the output topic does

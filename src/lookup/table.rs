@@ -422,6 +422,22 @@ impl Table {
     }
 }
 
+/// Whether the table's brokers answer a metadata request (within 5 s); blocking.
+pub fn reachable(config: &IntelTableConfig) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = crate::kafka::client_config(
+        &config.brokers,
+        &[],
+        &config.options,
+        &[],
+        "the intel table",
+    )
+    .create()?;
+    admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map(|_| ())
+}
+
 /// Creates `topic` with `cleanup.policy` and `retention` when it is missing and
 /// creation is allowed (the table's and the routing topic's settings).
 pub(super) fn ensure_topic(
