@@ -12,7 +12,7 @@
 //! answer (rate limited, breaker open, error), it publishes a failure notice that
 //! wakes them with that outcome. A miss nobody answered within `route_timeout`
 //! (the owner died, a rebalance moved the partition) is asked locally after all:
-//! routing saves quota, it never holds an event.
+//! routing saves quota, and holds an event no longer than that.
 //!
 //! Requests older than `route_timeout` when the owner reads them are skipped: the
 //! replica that asked has fallen back already.
