@@ -185,7 +185,7 @@ async fn serve_http(
 /// Providers first: a missing key or database stops start-up, and the reporters
 /// find the lookups' ipinsights limiter to share.
 fn open_providers(config: &Config, metrics: &Metrics) -> Result<Arc<SharedProviders>, StartError> {
-    let shared = Arc::new(SharedProviders::new(metrics.registry().clone()));
+    let shared = Arc::new(SharedProviders::with_quota_sync(metrics.registry().clone()));
     for p in &config.pipelines {
         crate::lookup::build::chain(&p.providers, &shared).map_err(|errors| {
             let lines: Vec<String> = errors

@@ -434,3 +434,83 @@ async fn faults_fail_fast_breaker_opens_and_closes() {
     assert_eq!(t.answers, 200, "{t:?}");
     sim.shutdown().await;
 }
+
+/// Issue 10: the monthly remainder of an OpenIPApi key comes from the provider
+/// (`GET /v1/account/usage`, read at start under `ipenrich run`), so lookups stop
+/// where the billing period's quota does instead of meeting `limit_exceeded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openipapi_lookups_stop_at_the_providers_monthly_remainder() {
+    use ipenrich::config::{
+        EngineConfig, KeySource, OpenIpApiConfig, OpenIpApiPlan, ProviderConfig,
+    };
+    use ipenrich::lookup::build::{member, SharedProviders};
+    use ipenrich::lookup::providers::openipapi::OpenIpApiClient;
+    use ipenrich::lookup::Member;
+
+    let mut config = SimConfig::default();
+    config.openipapi.quota = Some(30);
+    let sim = start_sim(config).await;
+    let base = sim.base_url("openipapi");
+    // Another tool already spent 20 of the key's 30 lookups this month.
+    let other = OpenIpApiClient::new(
+        &HttpSettings::new(&base, Secret::new("sim-openipapi-key").unwrap()).unwrap(),
+        OpenIpApiPlan::Business,
+    )
+    .unwrap();
+    let spent: Vec<IpAddr> = (0..20).map(|n| public(10_000 + n)).collect();
+    other.lookup_batch(&spent).await.unwrap();
+    assert_eq!(other.usage().await.unwrap().lookups_remaining, 10);
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "sim-openipapi-key\n").unwrap();
+    let provider = ProviderConfig::Openipapi(OpenIpApiConfig {
+        name: None,
+        base_url: Some(base),
+        api_key: KeySource::File(key),
+        plan: OpenIpApiPlan::Business,
+        timeouts: Default::default(),
+        lookup: EngineConfig {
+            max_batch: Some(10),
+            ..EngineConfig::default()
+        },
+    });
+    let shared = SharedProviders::with_quota_sync(prometheus::Registry::new());
+    let Member::Remote(engine) = member(0, &provider, &shared).unwrap() else {
+        panic!("an engine");
+    };
+    // The sync's first read.
+    for _ in 0..200 {
+        let reads = sim
+            .accounting()
+            .openipapi
+            .requests_by_endpoint
+            .get("usage")
+            .copied();
+        if reads >= Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut tally = Tally::default();
+    for chunk in (0..50).map(public).collect::<Vec<_>>().chunks(10) {
+        let t = wave(&engine, chunk, GIVE_UP).await;
+        tally.answers += t.answers;
+        tally.rate_limited += t.rate_limited;
+        tally.failed += t.failed;
+    }
+    let acc = sim.accounting().openipapi;
+    println!(
+        "monthly remainder 10: {tally:?}; 429s {:?}",
+        acc.rate_limited
+    );
+    assert_eq!(tally.answers, 10, "{tally:?}");
+    assert_eq!(tally.rate_limited, 40, "{tally:?}");
+    assert!(
+        acc.rate_limited.is_empty(),
+        "limit_exceeded: {:?}",
+        acc.rate_limited
+    );
+    sim.shutdown().await;
+}

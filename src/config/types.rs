@@ -776,6 +776,17 @@ impl OpenIpApiPlan {
         self.batch_max().unwrap_or(1)
     }
 
+    /// Documented "Lookups / month"; Enterprise is "Unlimited".
+    pub fn monthly_lookups(self) -> Option<u64> {
+        match self {
+            Self::Free => Some(10_000),
+            Self::Starter => Some(100_000),
+            Self::Pro => Some(500_000),
+            Self::Business => Some(2_000_000),
+            Self::Enterprise => None,
+        }
+    }
+
     /// Documented "Requests / minute". Enterprise is "Custom": we assume Business's
     /// 600 until the key's `X-RateLimit-Limit` says more (override with
     /// `lookup.window_limit`).

@@ -74,6 +74,10 @@ pub struct SharedProviders {
     sources: Mutex<HashMap<String, Vec<Arc<Engine>>>>,
     limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
     databases: Mutex<HashMap<std::path::PathBuf, Arc<MmdbProvider>>>,
+    /// Read the providers' own quota counts (`ipenrich run`; never `check`).
+    sync_quotas: bool,
+    /// Keys whose quota is synced already.
+    synced: Mutex<std::collections::HashSet<String>>,
 }
 
 impl SharedProviders {
@@ -86,7 +90,54 @@ impl SharedProviders {
             sources: Mutex::default(),
             limiters: Mutex::default(),
             databases: Mutex::default(),
+            sync_quotas: false,
+            synced: Mutex::default(),
         }
+    }
+
+    /// As [`SharedProviders::new`], and every OpenIPApi key's limiter follows the
+    /// provider's count of the billing period (`GET /v1/account/usage` at start and
+    /// every [`QUOTA_SYNC_EVERY`]). For `ipenrich run`: it spends requests.
+    pub fn with_quota_sync(registry: prometheus::Registry) -> Self {
+        SharedProviders {
+            sync_quotas: true,
+            ..SharedProviders::new(registry)
+        }
+    }
+
+    /// Starts the quota sync of one OpenIPApi key, once per key.
+    fn sync_quota(&self, client: Arc<OpenIpApiClient>, limiter: &Arc<RateLimiter>, id: String) {
+        if !self.sync_quotas || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if !self
+            .synced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id)
+        {
+            return;
+        }
+        let limiter = Arc::downgrade(limiter);
+        tokio::spawn(async move {
+            loop {
+                let Some(l) = limiter.upgrade() else { return };
+                match client.usage().await {
+                    Ok(u) => {
+                        let month = 31 * 86_400_000;
+                        l.provider_quota(
+                            u.lookups_remaining,
+                            u.reset_at_ms().unwrap_or(l.wall_now() + month),
+                        )
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %error_chain(&e), "openipapi usage not read; the local limits stand")
+                    }
+                }
+                drop(l);
+                tokio::time::sleep(QUOTA_SYNC_EVERY).await;
+            }
+        });
     }
 
     /// One open database per path, with one reloader.
@@ -228,6 +279,9 @@ impl SharedProviders {
 pub fn source(kind: &str, base_url: &str) -> String {
     format!("{kind}|{}", base_url.trim_end_matches('/'))
 }
+
+/// How often an OpenIPApi key's billing-period count is read again.
+pub const QUOTA_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Provider, URL and a hash of the key: never the key itself.
 fn identity(kind: &str, base_url: &str, key: &Secret) -> String {
@@ -386,17 +440,15 @@ pub fn member(
         Ok::<_, BuildError>((url, key, s))
     };
     let client = |e: super::providers::ProviderError| err(error_chain(&e));
+    let mut openipapi: Option<Arc<OpenIpApiClient>> = None;
     let (url, key, provider, lookup): (String, Secret, Arc<dyn Provider>, &EngineConfig) =
         match config {
             ProviderConfig::Mmdb(m) => return Ok(Member::Local(shared.database(m).map_err(err)?)),
             ProviderConfig::Openipapi(c) => {
                 let (url, key, s) = http(&c.base_url, &c.api_key, &c.timeouts)?;
-                (
-                    url,
-                    key,
-                    Arc::new(OpenIpApiClient::new(&s, c.plan).map_err(client)?),
-                    &c.lookup,
-                )
+                let api = Arc::new(OpenIpApiClient::new(&s, c.plan).map_err(client)?);
+                openipapi = Some(api.clone());
+                (url, key, api, &c.lookup)
             }
             ProviderConfig::Ipinsights(c) => {
                 let (url, key, s) = http(&c.base_url, &c.api_key, &c.timeouts)?;
@@ -442,6 +494,9 @@ pub fn member(
     let engine = shared
         .engine(kind, config.name(), &url, &key, provider, plan, lookup)
         .map_err(err)?;
+    if let Some(api) = openipapi {
+        shared.sync_quota(api, engine.limiter(), identity(kind, &url, &key));
+    }
     Ok(Member::Remote(engine))
 }
 

@@ -290,6 +290,10 @@ struct Mutable {
     peers: std::collections::HashMap<u64, Usage>,
     /// Bumped on every admission: the usage to report has changed.
     version: u64,
+    /// The provider's own count of the billing period (OpenIPApi
+    /// `/v1/account/usage`): units left when read, units admitted since, and when
+    /// the period resets (wall ms).
+    provider_quota: Option<(u64, u64, u64)>,
 }
 
 /// What one replica spent on a key, as it reports it to the others.
@@ -547,6 +551,16 @@ impl RateLimiter {
         (s.version, usage)
     }
 
+    /// The provider says `remaining` units are left in its billing period, which
+    /// resets at `reset_at_ms` (wall ms): from now on no more than that goes out
+    /// until then (what the other replicas spend is in the provider's count at
+    /// their next sync). Replaces the previous reading.
+    pub fn provider_quota(&self, remaining: u64, reset_at_ms: u64) {
+        let mut s = self.lock();
+        s.provider_quota = Some((remaining, 0, reset_at_ms));
+        tracing::info!(provider = %self.name, remaining, "provider quota synced");
+    }
+
     /// What replica `replica` reported it spent (see [`RateLimiter::usage`]);
     /// replaces its earlier report.
     pub fn peer_usage(&self, replica: u64, usage: Usage) {
@@ -642,6 +656,21 @@ impl RateLimiter {
         };
         let probe = self.window_room(&mut s, now, cost)?;
         let wall = self.wall_now();
+        if let Some((left, since, reset_at)) = s.provider_quota {
+            if wall >= reset_at {
+                s.provider_quota = None;
+            } else if since.saturating_add(u64::from(units))
+                > u64::try_from(
+                    u128::from(left) * u128::from(s.share.0) / u128::from(s.share.1.max(1)),
+                )
+                .unwrap_or(u64::MAX)
+            {
+                return Err(Denied {
+                    reason: DenyReason::Budget,
+                    wait: Duration::from_millis(reset_at - wall),
+                });
+            }
+        }
         for (i, b) in self.settings.budgets.iter().enumerate() {
             let start = b.window_start(wall);
             if s.budgets[i].0 != start {
@@ -674,6 +703,9 @@ impl RateLimiter {
         }
         for (_, used) in s.budgets.iter_mut() {
             *used = used.saturating_add(u64::from(units));
+        }
+        if let Some((_, since, _)) = &mut s.provider_quota {
+            *since = since.saturating_add(u64::from(units));
         }
         s.version = s.version.wrapping_add(1);
         if probe {

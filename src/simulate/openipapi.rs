@@ -42,6 +42,7 @@ pub fn routes() -> Router<Arc<SimState>> {
         .route("/v1/asn/{asn}", get(asn))
         .route("/v1/fraud/{ip}", get(fraud))
         .route("/v1/validate/{ip}", get(validate))
+        .route("/v1/account/usage", get(usage))
         .route(
             "/v1/database/download/{source}",
             get(super::database::download),
@@ -115,6 +116,54 @@ pub(super) fn admit(
         return Err(r);
     }
     Ok((key, s.config().provider(P).openipapi_plan()))
+}
+
+/// (year, month, day) of a count of days since 1970-01-01 (proleptic Gregorian).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `GET /v1/account/usage`: this key's lookups in the current calendar month (the
+/// simulator's `quota`, else the plan's documented monthly lookups).
+async fn usage(State(s): St, headers: HeaderMap) -> Response {
+    let (key, plan) = match admit(&s, &headers, "usage") {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let limit = s
+        .config()
+        .provider(P)
+        .quota
+        .or(plan.monthly_lookups())
+        .unwrap_or(u64::MAX);
+    let used = s.quota_used(P, &key);
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| (d.as_secs() / 86_400) as i64);
+    let (y, m, d) = civil(days);
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    let last = civil(days - i64::from(d) + 1 + 31).2; // day in the next month
+    let month_days = 31 + 1 - last; // days of this month
+    wire::json(
+        StatusCode::OK,
+        json!({
+            "plan": format!("{plan:?}"),
+            "period_start": format!("{y:04}-{m:02}-01"),
+            "period_end": format!("{y:04}-{m:02}-{month_days:02}"),
+            "lookups_used": used,
+            "lookups_limit": limit,
+            "lookups_remaining": limit.saturating_sub(used),
+            "reset_at": format!("{ny:04}-{nm:02}-01T00:00:00Z"),
+        }),
+    )
 }
 
 // The `Err` is the finished answer of this request; boxing it buys nothing.

@@ -197,6 +197,15 @@ impl SimState {
 
     /// Counts `n` lookups against the configured quota; `false` (and a recorded 429
     /// event without retry) when it is used up.
+    /// Lookups charged to `key`'s quota so far.
+    pub fn quota_used(&self, p: Provider, key: &str) -> u64 {
+        self.lock()
+            .quota_used
+            .get(&(p, key.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub fn quota_take(&self, p: Provider, key: &str, endpoint: &str, n: u64) -> bool {
         let Some(quota) = self.config().provider(p).quota else {
             return true;

@@ -190,6 +190,29 @@ pub struct OpenIpApiClient {
     download_timeout: Duration,
 }
 
+/// `GET /v1/account/usage` (openipapi-api.txt "GET /v1/account/usage").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct AccountUsage {
+    pub plan: Option<String>,
+    pub period_start: Option<String>,
+    pub period_end: Option<String>,
+    pub lookups_used: u64,
+    pub lookups_limit: u64,
+    pub lookups_remaining: u64,
+    /// RFC 3339, e.g. `2026-04-01T00:00:00Z`.
+    pub reset_at: Option<String>,
+}
+
+impl AccountUsage {
+    /// `reset_at` in ms since the Unix epoch, when it is a valid RFC 3339 time.
+    pub fn reset_at_ms(&self) -> Option<u64> {
+        let t =
+            humantime_serde::re::humantime::parse_rfc3339_weak(self.reset_at.as_deref()?).ok()?;
+        let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+        u64::try_from(d.as_millis()).ok()
+    }
+}
+
 /// Documented values of `fields`.
 const FIELD_NAMES: [&str; 4] = ["geo", "network", "threat", "abuse"];
 
@@ -298,6 +321,13 @@ impl OpenIpApiClient {
     /// `GET /v1/asn/{asn}` (Starter plan or higher).
     pub async fn asn(&self, asn: u32) -> Result<AsnDetails, ProviderError> {
         let response = self.get(&["v1", "asn", &asn.to_string()], &[]).await?;
+        self.check(&response)?;
+        response.json(self.http.key())
+    }
+
+    /// `GET /v1/account/usage`: the billing period's lookups used and left.
+    pub async fn usage(&self) -> Result<AccountUsage, ProviderError> {
+        let response = self.get(&["v1", "account", "usage"], &[]).await?;
         self.check(&response)?;
         response.json(self.http.key())
     }
