@@ -65,24 +65,14 @@ pub async fn run(
     let readiness = Arc::new(Readiness::default());
     readiness.expect(config.pipelines.len());
     serve_http(&config, &metrics, &readiness).await?;
-    let bound = config
-        .pipelines
-        .iter()
-        .map(|p| p.shutdown_timeout)
-        .max()
-        .unwrap_or_default()
-        + SHUTDOWN_SLACK;
+    let bound = shutdown_bound(&config);
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = open_providers(&config, &metrics)?;
     tokio::pin!(stop);
-    // The table's start waits for its brokers (a transient condition), so it
-    // yields to a stop request like everything else.
+    // The table's start waits for its brokers, so it yields to a stop request.
     let _table = tokio::select! {
         table = open_table(&config, &metrics, &shared) => table?,
-        _ = &mut stop => {
-            info!("shutdown requested while the intel table was starting");
-            return Ok(Verdict::Clean);
-        }
+        _ = &mut stop => return Ok(stopped_while_starting()),
     };
     let mut reporters = start_reporters(&config, &metrics, &shared, &stop_rx)?;
     let mut pipelines = JoinSet::new();
@@ -162,6 +152,18 @@ pub async fn run(
     } else {
         Verdict::Clean
     })
+}
+
+/// The longest `shutdown_timeout` of the config's pipelines, plus the slack.
+fn shutdown_bound(config: &Config) -> Duration {
+    let longest = config.pipelines.iter().map(|p| p.shutdown_timeout).max();
+    longest.unwrap_or_default() + SHUTDOWN_SLACK
+}
+
+/// A stop request before anything ran: a clean end.
+fn stopped_while_starting() -> Verdict {
+    info!("shutdown requested while the intel table was starting");
+    Verdict::Clean
 }
 
 /// Serves `/metrics` and `/health` when the config asks for it.
