@@ -422,17 +422,21 @@ impl Table {
     }
 }
 
-/// Whether the table's brokers answer a metadata request (within 5 s); blocking.
-pub fn reachable(config: &IntelTableConfig) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = crate::kafka::client_config(
+/// An admin client on the table's brokers.
+fn admin(config: &IntelTableConfig) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+    crate::kafka::client_config(
         &config.brokers,
         &[],
         &config.options,
         &[],
         "the intel table",
     )
-    .create()?;
-    admin
+    .create()
+}
+
+/// Whether the table's brokers answer a metadata request (within 5 s); blocking.
+pub fn reachable(config: &IntelTableConfig) -> Result<(), KafkaError> {
+    admin(config)?
         .inner()
         .fetch_metadata(None, Duration::from_secs(5))
         .map(|_| ())
@@ -450,15 +454,7 @@ pub(super) fn ensure_topic(
         topic: topic.to_string(),
         reason,
     };
-    let admin: AdminClient<DefaultClientContext> = crate::kafka::client_config(
-        &config.brokers,
-        &[],
-        &config.options,
-        &[],
-        "the intel table",
-    )
-    .create()
-    .map_err(|source| TableError::Kafka {
+    let admin = admin(config).map_err(|source| TableError::Kafka {
         what: "admin client",
         source,
     })?;
