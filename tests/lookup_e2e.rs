@@ -184,6 +184,50 @@ pipelines:
         table
     }
 
+    /// Adds a dry-run reporter over the output to config `cfg`: every event's `src`
+    /// is an attacker at its first signal, the whole group may report `daily_cap` a
+    /// day. Returns the audit topic, one record per decision.
+    fn with_reporter(&self, cfg: &Path, daily_cap: u32) -> String {
+        let (signals, changelog, audit) = (unique("signals"), unique("ledger"), unique("audit"));
+        create_topics(&self.kafka, &[&signals], 6);
+        create_topics_with(
+            &self.kafka,
+            &[&changelog],
+            6,
+            &[("cleanup.policy", "compact")],
+        );
+        create_topics(&self.kafka, &[&audit], 1);
+        let group = unique("reporter");
+        let mut text = std::fs::read_to_string(cfg).unwrap();
+        text.push_str(&format!(
+            r#"reporters:
+  - name: rolling
+    brokers: "{kafka}"
+    topics: [{output}]
+    signal_group_id: {group}-signals
+    decision_group_id: {group}-decide
+    signals_topic: {signals}
+    changelog_topic: {changelog}
+    daily_cap: {daily_cap}
+    dry_run: true
+    rules:
+      - name: failed-login
+        when: [{{field: msg, equals: "login failed"}}]
+        attacker: {{field: src}}
+        categories: [ssh_bruteforce]
+        source: fail2ban
+        maxretry: 1
+        findtime: 10m
+    audit:
+      kafka: {{topic: {audit}}}
+"#,
+            kafka = self.kafka,
+            output = self.output,
+        ));
+        std::fs::write(cfg, text).unwrap();
+        audit
+    }
+
     /// Produces events `seqs` with the addresses `ip(seq)`, each stamped with the
     /// wall time it was made (to print delays, never to assert on them).
     fn produce(&self, seqs: std::ops::Range<usize>, ip: impl Fn(usize) -> Ipv4Addr) {
@@ -1224,11 +1268,14 @@ async fn three_replicas_ask_each_address_once_in_the_deployment() {
 /// for 75 s while a second and third replica join (at 15 s) and leave (at 40 s).
 /// Every replica spends its share of the window, counts what the others reported
 /// they spent (through the intel table), and the simulator never answers 429.
+/// Each address is also an attacker for a reporter in the same processes, whose
+/// daily cap of 60 holds for the group while its partitions move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_change_of_replicas_exceeds_no_window() {
     const RATE: usize = 250;
     const SECONDS: usize = 75;
     const N: usize = RATE * SECONDS;
+    const DAILY_CAP: u32 = 60;
     let mut config = sim_config(FaultConfig::default());
     config.ipinsights.rate_limit = Some(RateLimitConfig {
         requests: 1_000,
@@ -1245,6 +1292,7 @@ async fn a_rolling_change_of_replicas_exceeds_no_window() {
             "{max_enrichment_delay: 5s}",
         );
         s.with_intel_table(&cfg);
+        let audit = s.with_reporter(&cfg, DAILY_CAP);
         let (kafka, input) = (s.kafka.clone(), s.input.clone());
         let producer = std::thread::spawn(move || {
             for second in 0..SECONDS {
@@ -1291,7 +1339,25 @@ async fn a_rolling_change_of_replicas_exceeds_no_window() {
         while seen.len() < N && Instant::now() < deadline {
             read_for(&mut reader, &mut seen, Duration::from_secs(2));
         }
+        // Every signal decided, then what was reported on each UTC day.
+        let decisions = consume(&s.kafka, &audit, N, Duration::from_secs(300));
         assert_eq!(a.terminate(Duration::from_secs(30)), Some(0));
+        let mut reported: BTreeMap<u64, u32> = BTreeMap::new();
+        for d in &decisions {
+            let d: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
+            if d["outcome"] == "dry_run" {
+                *reported.entry(d["at_ms"].as_u64().unwrap() / 86_400_000).or_default() += 1;
+            }
+        }
+        println!("reporter: {} decisions, reported by UTC day {reported:?}", decisions.len());
+        assert!(decisions.len() >= N, "every signal decided: {}", decisions.len());
+        assert!(
+            reported.values().all(|n| *n <= DAILY_CAP),
+            "the daily cap of {DAILY_CAP} was exceeded: {reported:?}"
+        );
+        if reported.len() == 1 {
+            assert_eq!(reported.values().sum::<u32>(), DAILY_CAP, "the cap was used, not avoided");
+        }
         let acc = ipinsights(sim);
         let statuses = tally(&reader.got);
         println!(

@@ -438,7 +438,9 @@ fn scrape(port: u16, metric: &str) -> f64 {
 
 /// Acceptance 2: two processes in one group; every IP's signals are split across
 /// both input partitions (two per partition, maxretry 4), so only the keyed
-/// signals topic can bring them together; each IP is reported exactly once.
+/// signals topic can bring them together; each IP is reported exactly once. An
+/// IPv6 attacker rotating through four addresses of one /64 (one signal each) is
+/// one attacker: reported once, under one of those addresses.
 #[test]
 fn two_processes_share_the_load_and_split_signals_reach_the_threshold() {
     let sim = sim();
@@ -486,25 +488,36 @@ fn two_processes_share_the_load_and_split_signals_reach_the_threshold() {
             }
         }
     }
+    let network: Vec<String> = (1..=4).map(|i| format!("2a01:4f8:c17:1a2b::{i}")).collect();
+    for (i, ip) in network.iter().enumerate() {
+        lines.push(((i % 2) as i32, None, sshd_line(ip, n)));
+        n += 1;
+    }
     produce(&bootstrap, &t.raw, lines);
-    wait(Duration::from_secs(120), "20 reports", || {
-        sim.reports().len() >= ips.len()
+    wait(Duration::from_secs(120), "21 reports", || {
+        sim.reports().len() > ips.len()
     });
     std::thread::sleep(Duration::from_secs(5));
-    let got = reported(&sim);
+    let mut got = reported(&sim);
+    let from_network: Vec<_> = network.iter().filter_map(|ip| got.remove(ip)).collect();
+    assert_eq!(
+        from_network,
+        [1],
+        "the /64 is one attacker: {from_network:?}"
+    );
     assert_eq!(
         got.keys().cloned().collect::<BTreeSet<_>>(),
         ips.iter().cloned().collect()
     );
     assert!(got.values().all(|n| *n == 1), "{got:?}");
-    assert_eq!(sim.report_requests(), ips.len() as u64);
+    assert_eq!(sim.report_requests(), ips.len() as u64 + 1);
     let s1 = scrape(port1, "ipenrich_report_signals_total");
     let s2 = scrape(port2, "ipenrich_report_signals_total");
     assert!(
         s1 > 0.0 && s2 > 0.0,
         "both processes must have seen signals: {s1} {s2}"
     );
-    assert_eq!(s1 + s2, 80.0);
+    assert_eq!(s1 + s2, 84.0);
     assert_eq!(p1.terminate(Duration::from_secs(20)), Some(0));
     assert_eq!(p2.terminate(Duration::from_secs(20)), Some(0));
 }

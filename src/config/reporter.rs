@@ -117,9 +117,16 @@ pub struct ReporterConfig {
     /// Least time between two reports of one IP; at least 15 minutes.
     #[serde(default = "default_cooldown", with = "humantime_serde")]
     pub cooldown: Duration,
-    /// Most reports per UTC day, counted over the IPs this process owns.
+    /// Most reports per UTC day for the whole group: each signal partition gets its
+    /// share (`daily_cap` ÷ partitions), counted in the changelog its owner keeps, so
+    /// no number of replicas, restarts or rebalances exceeds the cap. At least the
+    /// signals topic's partition count.
     #[serde(default = "default_daily_cap")]
     pub daily_cap: u32,
+    /// IPv6 attackers are one attacker per network of this many bits (default 64):
+    /// counted, reported and cooled down together, whichever address they use.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
     /// Log and audit what would be sent, send nothing.
     #[serde(default = "default_dry_run")]
     pub dry_run: bool,
@@ -150,6 +157,11 @@ fn default_cooldown() -> Duration {
 /// day leaves most of a small plan to lookups.
 fn default_daily_cap() -> u32 {
     500
+}
+
+/// A /64 is what one subscriber or one server gets; rotating through it is one attacker.
+fn default_ipv6_prefix() -> u8 {
+    64
 }
 
 /// The issue: dry-run is the default; sending is an explicit decision.
@@ -379,6 +391,7 @@ pub struct ReporterSettings {
     pub allow_list: Vec<IpNet>,
     pub cooldown: Duration,
     pub daily_cap: u32,
+    pub ipv6_prefix: u8,
     pub dry_run: bool,
     pub template: String,
     pub redact: Vec<Regex>,
@@ -464,6 +477,12 @@ impl ReporterConfig {
         if self.max_attempts == 0 {
             problems.push(("max_attempts".into(), "must be at least 1".into()));
         }
+        if !(16..=128).contains(&self.ipv6_prefix) {
+            problems.push((
+                "ipv6_prefix".into(),
+                format!("must be 16-128, got {}", self.ipv6_prefix),
+            ));
+        }
     }
 
     /// An endpoint and a key unless in dry-run.
@@ -547,6 +566,7 @@ impl ReporterConfig {
             allow_list: self.allow_list.clone(),
             cooldown: self.cooldown,
             daily_cap: self.daily_cap,
+            ipv6_prefix: self.ipv6_prefix,
             dry_run: self.dry_run,
             template: self.comment.template.clone(),
             redact,

@@ -322,8 +322,10 @@ pub async fn run(
     let submitter = submitter(settings, permits)?;
     let audit = audit_sink(settings, &client_id).await?;
     let changelog = settings.clients().producer(&client_id)?;
-    let book = Arc::new(Mutex::new(Book::new(settings)));
-    let (consumer, mut owned) = subscribe(settings, &client_id)?;
+    let (consumer, mut owned, signal_partitions) = subscribe(settings, &client_id)?;
+    let mut book = Book::new(settings);
+    book.set_partitions(signal_partitions);
+    let book = Arc::new(Mutex::new(book));
     let restorer = Arc::new(Restorer {
         brokers: settings.brokers.clone(),
         options: settings.options.clone(),
@@ -438,11 +440,12 @@ async fn audit_sink(
 }
 
 /// The decision consumer, subscribed once the topics are known to fit together,
-/// and the partitions it owns as its rebalances announce them.
+/// the partitions it owns as its rebalances announce them, and the signals topic's
+/// partition count (the daily cap is shared over them).
 fn subscribe(
     settings: &ReporterSettings,
     client_id: &str,
-) -> Result<(StreamConsumer<DecideContext>, Owned), ReportError> {
+) -> Result<(StreamConsumer<DecideContext>, Owned, u32), ReportError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let context = DecideContext {
         membership: tx,
@@ -463,6 +466,12 @@ fn subscribe(
             settings.changelog_topic, settings.signals_topic
         )));
     }
+    if (settings.daily_cap as usize) < signal_partitions {
+        return Err(ReportError::Topology(format!(
+            "daily_cap {} is below the {signal_partitions} partitions of signals topic {}: each partition reports at most its share of the cap, so some attackers could never be reported (raise daily_cap or use fewer partitions)",
+            settings.daily_cap, settings.signals_topic
+        )));
+    }
     consumer
         .subscribe(&[&settings.signals_topic])
         .map_err(|source| ReportError::Kafka {
@@ -473,7 +482,7 @@ fn subscribe(
         membership: rx,
         partitions: BTreeMap::new(),
     };
-    Ok((consumer, owned))
+    Ok((consumer, owned, signal_partitions as u32))
 }
 
 /// Takes verdicts on the book, keeps the changelog in step, sends reports.
@@ -509,14 +518,14 @@ impl Decider<'_> {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<AuditRecord>, ReportError> {
         let now = self.clock.now_ms();
-        let (verdict, dirty, snapshot) = {
+        let (verdict, dirty, snapshot, key) = {
             let mut b = self.book.lock().expect("book lock");
             let (verdict, dirty) = b.on_signal(partition, signal, now);
             let snapshot = dirty.then(|| b.state(&signal.ip).cloned()).flatten();
-            (verdict, dirty, snapshot)
+            (verdict, dirty, snapshot, b.key(signal.ip))
         };
         if dirty {
-            self.write(partition, signal.ip, snapshot.as_ref()).await?;
+            self.write(partition, key, snapshot.as_ref()).await?;
         }
         let mut record = AuditRecord {
             at_ms: now,
@@ -595,15 +604,16 @@ impl Decider<'_> {
 
     /// Undoes a report's ledger entry, in the book and the changelog.
     async fn revert(&self, c: &Candidate, partition: i32) -> Result<(), ReportError> {
-        let snapshot = {
+        let (snapshot, key) = {
             let mut b = self.book.lock().expect("book lock");
             b.revert(c);
-            b.state(&c.ip).cloned()
+            (b.state(&c.ip).cloned(), b.key(c.ip))
         };
-        self.write(partition, c.ip, snapshot.as_ref()).await
+        self.write(partition, key, snapshot.as_ref()).await
     }
 
-    /// Writes one IP's state (or a tombstone) to the changelog and waits for the ack.
+    /// Writes one attacker's state (or a tombstone) under its book key to the
+    /// changelog and waits for the ack.
     async fn write(
         &self,
         partition: i32,

@@ -16,7 +16,7 @@
 //!
 //! 1. **Signal stage** ([`signal`]): consumes a pipeline's *enriched* output topic,
 //!    evaluates the rules ([`rules`]) on each event and produces a [`rules::Signal`]
-//!    keyed by the attacker IP to the signals topic. Keying by IP puts every signal
+//!    keyed by the attacker (IP, or IPv6 network) to the signals topic. Keying by IP puts every signal
 //!    of one IP in one partition, whichever replica saw the event; this is what
 //!    makes counting consistent (issue 5, point 3).
 //! 2. **Decision stage** ([`decide`]): a consumer group on the signals topic, so each
@@ -43,9 +43,13 @@
 //! restore-on-rebalance with ordering guarantees per partition.
 //!
 //! Guards: [`crate::extract::classify`] must say `Public` (IPv4-mapped IPv6 is
-//! classified by its IPv4 address); `allow_list` CIDRs; cooldown; daily cap
-//! (counted over the ledger of the partitions this process owns: with N processes the
-//! worst case is N × cap); the comment comes from a template, is at most 1,024
+//! classified by its IPv4 address); `allow_list` CIDRs; cooldown; daily cap (each
+//! signal partition may spend its share, `daily_cap` ÷ partitions, counted in the
+//! ledger its one owner restores from the changelog: the shares add up to the cap for
+//! the whole group, whatever the number of processes and rebalances; a cap below the
+//! partition count is refused at start); IPv6 counted, cooled down and keyed (signals
+//! and changelog) per `ipv6_prefix` network, so rotating through a /64 does not make
+//! new attackers; the comment comes from a template, is at most 1,024
 //! characters, and its sample has user names, host names, other addresses and the
 //! configured patterns redacted at the signal stage already.
 //!

@@ -22,6 +22,7 @@ use super::state::Clock;
 use super::submit::{stopped, ReportMetrics};
 use super::ReportError;
 use crate::config::reporter::ReporterSettings;
+use crate::lookup::engine::key_of;
 
 /// Events whose signals may be in flight at once; reading pauses beyond.
 const MAX_PENDING: usize = 10_000;
@@ -57,6 +58,7 @@ pub async fn run(
         clock: Clock::system(),
         producer: clients.producer(&client_id)?,
         topic: settings.signals_topic.clone(),
+        ipv6_prefix: settings.ipv6_prefix,
         reporter: &settings.name,
     };
     let reporter = settings.name.as_str();
@@ -111,6 +113,9 @@ struct Signals<'a> {
     producer: FutureProducer,
     /// The signals topic.
     topic: String,
+    /// The decision book's key ([`crate::report::state::Book::key`]): one IPv6
+    /// network's signals reach one owner.
+    ipv6_prefix: u8,
     reporter: &'a str,
 }
 
@@ -155,14 +160,15 @@ impl Signals<'_> {
         })
     }
 
-    /// Produces one signal keyed by its IP; resolves when the broker acknowledged it.
+    /// Produces one signal keyed by its attacker (the IP, an IPv6 address's
+    /// network); resolves when the broker acknowledged it.
     fn send(
         &self,
         s: &Signal,
     ) -> impl std::future::Future<Output = Result<(), ReportError>> + Send + 'static {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
-        let key = s.ip.to_string();
+        let key = key_of(s.ip.to_canonical(), self.ipv6_prefix).to_string();
         let value = serde_json::to_vec(s).expect("signals serialise");
         async move {
             producer

@@ -4,8 +4,12 @@
 //! Contract: an IP gets a `Report` verdict only if it is public
 //! ([`crate::extract::classify`] says [`IpClass::Public`]), not allow-listed, one rule
 //! has `maxretry` distinct signals within its `findtime` (and the threat score it
-//! asks for), the last report is older than the cooldown, and fewer than
-//! `daily_cap` reports were made this UTC day. The verdict already writes the
+//! asks for), the last report is older than the cooldown, and fewer than its
+//! partition's share of `daily_cap` reports were made there this UTC day. The shares
+//! of all partitions add up to `daily_cap`, and each partition has one owner, so the
+//! cap holds for the whole group whatever the number of replicas. An IPv6 attacker
+//! is one attacker per `ipv6_prefix` network: the book keys it by that network
+//! ([`Book::key`]), and the signal stage partitions by the same key. The verdict already writes the
 //! report into the ledger (the caller persists it *before* sending), so a crash
 //! between persisting and sending loses a report but never repeats one. A signal
 //! id seen before is not counted again (re-read after a crash or a rebalance).
@@ -21,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::rules::Signal;
 use crate::config::reporter::ReporterSettings;
 use crate::extract::{classify, IpClass};
+use crate::lookup::engine::key_of;
 use crate::lookup::providers::ipinsights::{ReportCategory, ReportSource};
 
 const DAY_MS: u64 = 86_400_000;
@@ -134,7 +139,11 @@ pub struct Book {
     allow_list: Vec<IpNet>,
     cooldown_ms: u64,
     daily_cap: u32,
+    /// Partitions of the signals topic, over which `daily_cap` is shared.
+    partitions: u32,
+    ipv6_prefix: u8,
     dry_run: bool,
+    /// By [`Book::key`]: the address, or an IPv6 address's network.
     ips: HashMap<IpAddr, (i32, IpState)>,
 }
 
@@ -162,14 +171,35 @@ impl Book {
             allow_list: settings.allow_list.clone(),
             cooldown_ms: settings.cooldown.as_millis() as u64,
             daily_cap: settings.daily_cap,
+            partitions: 1,
+            ipv6_prefix: settings.ipv6_prefix,
             dry_run: settings.dry_run,
             ips: HashMap::new(),
         }
     }
 
-    /// The state of one IP, if any.
+    /// Shares the daily cap over the signals topic's `partitions`.
+    pub fn set_partitions(&mut self, partitions: u32) {
+        self.partitions = partitions.max(1);
+    }
+
+    /// What one partition may report in a UTC day: `daily_cap` ÷ partitions, the
+    /// remainder going to the lowest partitions, so the shares add up to the cap.
+    pub fn cap_of(&self, partition: i32) -> u32 {
+        let n = self.partitions;
+        let p = u32::try_from(partition).unwrap_or(u32::MAX);
+        self.daily_cap / n + u32::from(p < self.daily_cap % n)
+    }
+
+    /// The key an attacker is counted under (and the changelog and signals keys):
+    /// the address (IPv4-mapped IPv6 as IPv4), an IPv6 address's `ipv6_prefix` network.
+    pub fn key(&self, ip: IpAddr) -> IpAddr {
+        key_of(ip.to_canonical(), self.ipv6_prefix)
+    }
+
+    /// The state of one attacker (by any of its addresses), if any.
     pub fn state(&self, ip: &IpAddr) -> Option<&IpState> {
-        self.ips.get(ip).map(|(_, s)| s)
+        self.ips.get(&self.key(*ip)).map(|(_, s)| s)
     }
 
     /// Number of IPs held.
@@ -184,6 +214,7 @@ impl Book {
 
     /// Applies one changelog record (`None`: a tombstone).
     pub fn restore(&mut self, partition: i32, ip: IpAddr, state: Option<IpState>) {
+        let ip = self.key(ip);
         match state {
             Some(s) => {
                 self.ips.insert(ip, (partition, s));
@@ -218,10 +249,11 @@ impl Book {
         let Some(policy) = self.policies.get(&signal.rule) else {
             return (Verdict::BelowThreshold { count: 0 }, false);
         };
-        let reports_today = self.reports_today(now_ms);
+        let reports_today = self.reports_in(partition, now_ms);
+        let cap = self.cap_of(partition);
         let (slot, state) = self
             .ips
-            .entry(ip)
+            .entry(self.key(ip))
             .or_insert_with(|| (partition, IpState::default()));
         *slot = partition;
         let hits = state.hits.entry(signal.rule.clone()).or_default();
@@ -262,7 +294,7 @@ impl Book {
                 return (Verdict::Cooldown, dirty);
             }
         }
-        if reports_today >= self.daily_cap {
+        if reports_today >= cap {
             return (Verdict::Capped, dirty);
         }
         let previous = state.clone();
@@ -288,7 +320,8 @@ impl Book {
     /// Undoes a report that could not be sent (retryable failure, shutdown): the
     /// ledger entry goes and the counted signals come back.
     pub fn revert(&mut self, candidate: &Candidate) {
-        if let Some((_, s)) = self.ips.get_mut(&candidate.ip) {
+        let key = self.key(candidate.ip);
+        if let Some((_, s)) = self.ips.get_mut(&key) {
             *s = candidate.previous.clone();
         }
     }
@@ -296,13 +329,23 @@ impl Book {
     /// Reports made in the UTC day of `now_ms` that count in this mode (a dry run
     /// counts dry-run and real ones, a real run only real ones).
     pub fn reports_today(&self, now_ms: u64) -> u32 {
+        self.count_today(now_ms, |_| true)
+    }
+
+    /// As [`Book::reports_today`], in one partition: what its share is spent on.
+    pub fn reports_in(&self, partition: i32, now_ms: u64) -> u32 {
+        self.count_today(now_ms, |p| p == partition)
+    }
+
+    fn count_today(&self, now_ms: u64, partition: impl Fn(i32) -> bool) -> u32 {
         let today = now_ms / DAY_MS;
         self.ips
             .values()
-            .filter(|(_, s)| {
-                s.last_report.is_some_and(|t| {
-                    t / DAY_MS == today && (self.dry_run || !s.last_report_dry_run)
-                })
+            .filter(|(p, s)| {
+                partition(*p)
+                    && s.last_report.is_some_and(|t| {
+                        t / DAY_MS == today && (self.dry_run || !s.last_report_dry_run)
+                    })
             })
             .count() as u32
     }
@@ -605,5 +648,145 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11 * 60)).await;
         assert_eq!(b.sweep(clock.now_ms()), vec![(0, ip)]);
         assert!(b.is_empty());
+    }
+
+    /// The cap's shares add up to the cap, the remainder on the lowest partitions.
+    #[test]
+    fn the_daily_cap_is_shared_over_the_partitions() {
+        let mut b = Book::new(&settings("daily_cap: 8\n"));
+        b.set_partitions(3);
+        assert_eq!((0..3).map(|p| b.cap_of(p)).collect::<Vec<_>>(), [3, 3, 2]);
+        b.set_partitions(1);
+        assert_eq!(b.cap_of(0), 8);
+    }
+
+    /// One process owning every partition reaches the whole cap, one partition's
+    /// share at a time.
+    #[tokio::test(start_paused = true)]
+    async fn one_owner_of_every_partition_reaches_the_whole_cap() {
+        let mut b = Book::new(&settings("daily_cap: 5\n"));
+        b.set_partitions(2);
+        let now = Clock::starting_at(T0).now_ms();
+        let mut reports = [0, 0];
+        for n in 0..40u64 {
+            let partition = (n % 2) as i32;
+            let ip = format!("45.9.22.{n}");
+            for k in 0..3 {
+                if is_report(
+                    &b.on_signal(partition, &sig(&ip, "sshd", now, n * 10 + k), now)
+                        .0,
+                ) {
+                    reports[partition as usize] += 1;
+                }
+            }
+        }
+        assert_eq!(reports, [3, 2]);
+    }
+
+    /// IPv6 addresses of one /64 are one attacker: their signals add up, and once
+    /// one of them is reported the whole network is in cooldown.
+    #[tokio::test(start_paused = true)]
+    async fn an_ipv6_network_is_one_attacker() {
+        let mut b = Book::new(&settings(""));
+        let now = Clock::starting_at(T0).now_ms();
+        let v = |b: &mut Book, ip: &str, id| b.on_signal(0, &sig(ip, "sshd", now, id), now).0;
+        assert!(!is_report(&v(&mut b, "2a01:4f8:10:20::1", 1)));
+        assert!(!is_report(&v(&mut b, "2a01:4f8:10:20::2", 2)));
+        let third = v(&mut b, "2a01:4f8:10:20:aaaa::3", 3);
+        let Verdict::Report(c) = third else {
+            panic!("{third:?}")
+        };
+        // The report names the address that was seen, the book holds the network.
+        assert_eq!(c.ip, "2a01:4f8:10:20:aaaa::3".parse::<IpAddr>().unwrap());
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.key(c.ip), "2a01:4f8:10:20::".parse::<IpAddr>().unwrap());
+        for id in 4..7 {
+            let ip = format!("2a01:4f8:10:20::{id}");
+            assert_ne!(v(&mut b, &ip, id), Verdict::Report(Box::new((*c).clone())));
+        }
+        assert_eq!(v(&mut b, "2a01:4f8:10:20::9", 9), Verdict::Cooldown);
+        // The next /64 is another attacker.
+        for id in 10..12 {
+            assert!(!is_report(&v(&mut b, "2a01:4f8:10:21::1", id)));
+        }
+        assert!(is_report(&v(&mut b, "2a01:4f8:10:21::1", 12)));
+    }
+
+    /// Owners of one partition each, moved around at random and restored from the
+    /// changelog as a rebalance does: the whole group never reports more than the
+    /// daily cap.
+    mod group_cap {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            /// Partition p goes to owner o (0-2).
+            Move(usize, usize),
+            /// `maxretry` signals of attacker n.
+            Attack(u32),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                1 => (0..6usize, 0..3usize).prop_map(|(p, o)| Step::Move(p, o)),
+                3 => (0..200u32).prop_map(Step::Attack),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn never_more_than_the_cap(
+                cap in 6..30u32,
+                partitions in 1..=6usize,
+                steps in proptest::collection::vec(step(), 1..300),
+            ) {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .start_paused(true)
+                    .build()
+                    .unwrap();
+                let _guard = rt.enter();
+                let now = Clock::starting_at(T0).now_ms();
+                let settings = settings(&format!("daily_cap: {cap}\n"));
+                let mut owners: Vec<Book> = (0..3)
+                    .map(|_| {
+                        let mut b = Book::new(&settings);
+                        b.set_partitions(partitions as u32);
+                        b
+                    })
+                    .collect();
+                let mut owner_of = vec![0usize; partitions];
+                let mut changelog: Vec<HashMap<IpAddr, IpState>> = vec![HashMap::new(); partitions];
+                let (mut reports, mut id) = (0u32, 0u64);
+                for s in steps {
+                    match s {
+                        Step::Move(p, o) => {
+                            let p = p % partitions;
+                            owners[owner_of[p]].drop_partition(p as i32);
+                            owner_of[p] = o;
+                            for (ip, st) in &changelog[p] {
+                                owners[o].restore(p as i32, *ip, Some(st.clone()));
+                            }
+                        }
+                        Step::Attack(n) => {
+                            let p = n as usize % partitions;
+                            let ip: IpAddr = format!("45.10.{}.{}", n / 250, n % 250).parse().unwrap();
+                            let book = &mut owners[owner_of[p]];
+                            for _ in 0..3 {
+                                id += 1;
+                                let (v, dirty) = book.on_signal(p as i32, &sig(&ip.to_string(), "sshd", now, id), now);
+                                if dirty {
+                                    changelog[p].insert(book.key(ip), book.state(&ip).unwrap().clone());
+                                }
+                                reports += u32::from(is_report(&v));
+                            }
+                        }
+                    }
+                }
+                prop_assert!(reports <= cap, "{reports} reports, cap {cap}");
+            }
+        }
     }
 }
