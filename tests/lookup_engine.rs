@@ -514,3 +514,83 @@ async fn openipapi_lookups_stop_at_the_providers_monthly_remainder() {
     );
     sim.shutdown().await;
 }
+
+/// Prefix-aware caching: IPGeolocation's ASN answer names the announced route
+/// that holds the address (`include=routes`), so every other address of that
+/// route is answered without a call, and with the same ASN the provider gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipgeolocation_asks_once_per_announced_prefix() {
+    use ipenrich::lookup::providers::ipgeolocation::IpGeolocationClient;
+    use ipenrich::lookup::providers::{Answer, Provider};
+    let sim = start_sim(SimConfig::default()).await;
+    let settings = HttpSettings::new(
+        &sim.base_url("ipgeolocation"),
+        Secret::new("sim-ipgeolocation-key").unwrap(),
+    )
+    .unwrap()
+    .with_timeouts(Duration::from_secs(1), READ_TIMEOUT, READ_TIMEOUT * 2);
+    let client = Arc::new(IpGeolocationClient::new(&settings).unwrap());
+    let settings = EngineSettings {
+        rate: generous_rate(),
+        ..EngineSettings::default()
+    };
+    let limiter = settings.limiter("ipgeolocation").unwrap();
+    let registry = prometheus::Registry::new();
+    let engine = Engine::try_new(client.clone(), settings, limiter, &registry).unwrap();
+    // 300 addresses over six /16s, one after the other (concurrent misses of one
+    // prefix would each be asked before the first answer names the prefix).
+    let ips: Vec<IpAddr> = (0..300u32)
+        .map(|n| {
+            IpAddr::V4(Ipv4Addr::new(
+                45,
+                20 + (n % 6) as u8,
+                (n / 6) as u8,
+                7 + (n % 5) as u8,
+            ))
+        })
+        .collect();
+    let mut routes = HashSet::new();
+    let mut answers = Vec::new();
+    for ip in &ips {
+        let outcome = tokio::time::timeout(GIVE_UP, engine.lookup(*ip))
+            .await
+            .unwrap();
+        let Outcome::Answer(Answer::Found(record)) = outcome else {
+            panic!("{ip}: {outcome:?}")
+        };
+        let asn = record.asn.clone().unwrap();
+        let route: ipnet::IpNet = asn.route.as_deref().unwrap().parse().unwrap();
+        assert!(route.contains(ip), "{ip} is not in its route {route}");
+        routes.insert(route);
+        answers.push((*ip, asn.number));
+    }
+    let credits = sim.accounting().ipgeolocation.credits;
+    println!(
+        "{} addresses, {} routes, {credits} credits",
+        ips.len(),
+        routes.len()
+    );
+    assert_eq!(
+        credits,
+        routes.len() as u64,
+        "one call per announced prefix"
+    );
+    assert!(routes.len() < ips.len() / 10);
+    let metrics = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    let by_prefix = common::metric(
+        &metrics,
+        "ipenrich_lookup_cache_hits_by_origin_total",
+        &["origin=\"prefix\""],
+    );
+    assert_eq!(by_prefix, (ips.len() as u64 - credits) as f64, "{metrics}");
+    // What the provider says when asked about each address itself.
+    for (ip, number) in answers.iter().step_by(7) {
+        let direct = client.lookup(&[*ip]).await.unwrap();
+        let Answer::Found(r) = &direct[0] else {
+            panic!("{ip}: {direct:?}")
+        };
+        assert_eq!(r.asn.as_ref().unwrap().number, *number, "{ip}");
+    }
+}

@@ -456,7 +456,10 @@ async fn stub_iptrust_ipgeolocation_cloudflare_requests_and_answers() {
         matches!(&answers[0], Answer::Found(r) if r.asn.as_ref().unwrap().kind.as_deref() == Some("hosting"))
     );
     let seen = stub.last();
-    assert_eq!(seen.uri, "/v3/asn?ip=49.12.0.0&apiKey=geo-key-0004");
+    assert_eq!(
+        seen.uri,
+        "/v3/asn?ip=49.12.0.0&include=routes&apiKey=geo-key-0004"
+    );
     assert_eq!(header(&seen, "x-api-key"), None);
     assert_eq!(geo.last_credits_charged(), Some(1.0));
     stub.push(canned(

@@ -84,7 +84,7 @@ impl CacheSettings {
 pub struct CacheMetrics {
     pub hits: IntCounter,
     /// Hits by where the entry came from, indexed by [`Origin`].
-    pub hits_by_origin: [IntCounter; 2],
+    pub hits_by_origin: [IntCounter; 3],
     pub misses: IntCounter,
     pub evictions: IntCounter,
     pub expirations: IntCounter,
@@ -99,7 +99,7 @@ impl CacheMetrics {
         let g = |n: &str| IntGauge::new(n, n).expect("valid metric name");
         CacheMetrics {
             hits: c("hits"),
-            hits_by_origin: [c("hits_local"), c("hits_table")],
+            hits_by_origin: [c("hits_local"), c("hits_table"), c("hits_prefix")],
             misses: c("misses"),
             evictions: c("evictions"),
             expirations: c("expirations"),
@@ -116,6 +116,8 @@ pub enum Origin {
     Local = 0,
     /// Another replica asked, and the shared intel table brought the answer.
     Table = 1,
+    /// Another address of the same announced prefix was asked ([`super::prefix`]).
+    Prefix = 2,
 }
 
 impl Origin {
@@ -124,6 +126,7 @@ impl Origin {
         match self {
             Origin::Local => "local",
             Origin::Table => "table",
+            Origin::Prefix => "prefix",
         }
     }
 }
@@ -268,6 +271,18 @@ impl Cache {
             _ => {}
         }
         found.map(|(answer, _)| answer)
+    }
+
+    /// Counts a lookup that [`Cache::probe`] with [`Count::HitsOnly`] did not find:
+    /// a hit of `origin` when it was answered otherwise without a call, else a miss.
+    pub fn count(&self, hit: Option<Origin>) {
+        match hit {
+            Some(origin) => {
+                self.metrics.hits.inc();
+                self.metrics.hits_by_origin[origin as usize].inc();
+            }
+            None => self.metrics.misses.inc(),
+        }
     }
 
     /// The cached answer and how long it is still good for, counting nothing.

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, watch};
 use super::batcher::{self, BatchSettings};
 use super::breaker::{Breaker, BreakerSettings, BreakerState, Ticket, Verdict};
 use super::cache::{Cache, CacheError, CacheMetrics, CacheSettings, Count, Origin};
+use super::prefix::Networks;
 use super::providers::{Answer, Provider};
 use super::rate_limit::{RateLimitError, RateLimiter, RateSettings};
 use super::table::Share;
@@ -39,7 +40,8 @@ use super::table::Share;
 /// Metric names; every metric has the single label `provider`.
 pub mod names {
     pub const CACHE_HITS: &str = "ipenrich_lookup_cache_hits_total";
-    /// With a second label, `origin`: `local` or `table` (the shared intel table).
+    /// With a second label, `origin`: `local`, `table` (the shared intel table) or
+    /// `prefix` (another address of the announced prefix, [`super::prefix`]).
     pub const CACHE_HITS_BY_ORIGIN: &str = "ipenrich_lookup_cache_hits_by_origin_total";
     pub const CACHE_MISSES: &str = "ipenrich_lookup_cache_misses_total";
     pub const CACHE_EVICTIONS: &str = "ipenrich_lookup_cache_evictions_total";
@@ -114,6 +116,10 @@ pub struct EngineSettings {
     /// own name when `None`.
     pub name: Option<String>,
 }
+
+/// Most announced prefixes an engine answering per network keeps (a full routing
+/// table is ~1.2 M; the prefixes an installation's traffic meets are far fewer).
+const PREFIXES: usize = 65_536;
 
 /// `ip`'s network of `prefix` bits when it is IPv6, else `ip`.
 pub fn key_of(ip: IpAddr, prefix: u8) -> IpAddr {
@@ -255,7 +261,11 @@ fn metrics(registry: &Registry, provider: &str) -> Result<(CacheMetrics, Metrics
     };
     let cache = CacheMetrics {
         hits: counter(CACHE_HITS, "lookups answered from the cache")?,
-        hits_by_origin: [by_origin(Origin::Local)?, by_origin(Origin::Table)?],
+        hits_by_origin: [
+            by_origin(Origin::Local)?,
+            by_origin(Origin::Table)?,
+            by_origin(Origin::Prefix)?,
+        ],
         misses: counter(CACHE_MISSES, "lookups not in the cache")?,
         evictions: counter(CACHE_EVICTIONS, "entries evicted by the size bounds")?,
         expirations: counter(CACHE_EXPIRATIONS, "entries dropped after their ttl")?,
@@ -316,6 +326,8 @@ pub struct Engine {
     me: Weak<Engine>,
     /// Where upstream answers are shared, and the name of their source there.
     share: std::sync::OnceLock<(Arc<dyn Share>, String)>,
+    /// Answers by announced prefix, for a provider that answers per network.
+    networks: Option<Networks>,
 }
 
 impl Engine {
@@ -350,7 +362,11 @@ impl Engine {
         let (cache_metrics, metrics) = metrics(registry, &name)?;
         let cache = Cache::try_new(&settings.cache(), cache_metrics).map_err(EngineError::Cache)?;
         let (queue, rx) = mpsc::unbounded_channel();
+        let networks = provider
+            .per_network()
+            .then(|| Networks::new(settings.cache_entries.min(nz(PREFIXES))));
         let engine = Arc::new_cyclic(|me| Engine {
+            networks,
             me: me.clone(),
             route: std::sync::OnceLock::new(),
             provider,
@@ -410,6 +426,7 @@ impl Engine {
     /// and handed to whoever waits for that address here.
     pub fn from_table(&self, ip: IpAddr, answer: &Answer, ttl: Duration) {
         self.cache.insert_for(ip, answer, ttl, Origin::Table);
+        self.learn(ip, answer, ttl);
         self.finish([(ip, Outcome::Answer(answer.clone()))]);
     }
 
@@ -526,9 +543,14 @@ impl Engine {
 
     async fn lookup_with(&self, ip: IpAddr, may_route: bool) -> Outcome {
         let ip = self.key_of(ip);
-        if let Some(answer) = self.cache.probe(ip, Count::Both) {
+        if let Some(answer) = self.cache.probe(ip, Count::HitsOnly) {
             return Outcome::Answer(answer);
         }
+        if let Some(answer) = self.by_network(ip) {
+            self.cache.count(Some(Origin::Prefix));
+            return Outcome::Answer(answer);
+        }
+        self.cache.count(None);
         let mut rx = {
             let mut waiters = self.waiters();
             if let Some((tx, _)) = waiters.get(&ip) {
@@ -575,6 +597,23 @@ impl Engine {
             Err(_) => Outcome::Failed,
         };
         outcome
+    }
+
+    /// A provider answering per network answered another address of the announced
+    /// prefix that holds `ip`: that answer, cached for `ip` for what is left of it.
+    fn by_network(&self, ip: IpAddr) -> Option<Answer> {
+        let (record, ttl) = self.networks.as_ref()?.get(ip)?;
+        let answer = Answer::Found(record);
+        self.cache.insert_for(ip, &answer, ttl, Origin::Prefix);
+        Some(answer)
+    }
+
+    /// Keeps an upstream answer for `ip` by the prefix it names too, when the
+    /// provider answers per network.
+    fn learn(&self, ip: IpAddr, answer: &Answer, ttl: Duration) {
+        if let (Some(networks), Answer::Found(record)) = (&self.networks, answer) {
+            networks.learn(ip, record, ttl);
+        }
     }
 
     /// Hands every waiter of `ips` its outcome.
@@ -643,6 +682,7 @@ impl Engine {
                 let share = self.share.get();
                 for (ip, answer) in batch.ips.iter().zip(&answers) {
                     self.cache.insert(*ip, answer);
+                    self.learn(*ip, answer, self.cache.ttl_of(answer));
                     if let Some((share, source)) = share {
                         share.publish(source, *ip, answer, self.cache.ttl_of(answer));
                     }

@@ -22,6 +22,7 @@ pub mod breaker;
 pub mod build;
 pub mod cache;
 pub mod engine;
+pub mod prefix;
 pub mod providers;
 pub mod rate_limit;
 pub mod record;

@@ -9,7 +9,7 @@
 //! `"AS24940"` and the route counts are strings (`"84"`).
 
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
@@ -192,11 +192,13 @@ impl IpGeolocationClient {
         Ok(Some(response.json(self.http.key())?))
     }
 
-    /// `GET /v3/asn?ip=`, normalised.
+    /// `GET /v3/asn?ip=&include=routes`, normalised. The routes cost nothing more
+    /// (one credit per request) and name the prefix that holds `ip`, so the engine
+    /// answers the rest of that prefix without a call.
     pub async fn lookup_ip(&self, ip: IpAddr) -> Result<Answer, ProviderError> {
-        Ok(match self.lookup_raw(ip, &[]).await? {
+        Ok(match self.lookup_raw(ip, &[Include::Routes]).await? {
             Some(body) => {
-                let record = to_record(body);
+                let record = to_record(body, ip);
                 if record.is_empty() {
                     Answer::NoData
                 } else {
@@ -249,10 +251,19 @@ fn status_error(response: &RawResponse, key: &Secret) -> Result<(), ProviderErro
     )
 }
 
-/// IPGeolocation answer -> record: ASN facts only. Route counts, allocation and
-/// peering data have no record field (see `docs/providers.md`).
-pub fn to_record(body: AsnLookup) -> IntelRecord {
+/// IPGeolocation answer for `ip` -> record: ASN facts only, with `route` the
+/// longest announced route that holds `ip` (when `include=routes` brought them).
+/// Route counts, allocation and peering data have no record field (see
+/// `docs/providers.md`).
+pub fn to_record(body: AsnLookup, ip: IpAddr) -> IntelRecord {
     let a = body.asn.unwrap_or_default();
+    let route = a
+        .routes
+        .iter()
+        .filter_map(|r| r.trim().parse::<ipnet::IpNet>().ok())
+        .filter(|n| n.contains(&ip))
+        .max_by_key(ipnet::IpNet::prefix_len)
+        .map(|n| Arc::<str>::from(n.trunc().to_string()));
     let asn = AsnInfo {
         number: a.as_number.as_ref().and_then(AsNumber::value),
         name: text(a.asn_name),
@@ -260,7 +271,7 @@ pub fn to_record(body: AsnLookup) -> IntelRecord {
         country: text(a.country),
         domain: text(a.domain),
         kind: lower(a.kind),
-        route: None,
+        route,
         rir: lower(a.rir),
     };
     IntelRecord {
@@ -269,7 +280,7 @@ pub fn to_record(body: AsnLookup) -> IntelRecord {
     }
 }
 
-super::single_address_provider!(IpGeolocationClient);
+super::single_address_provider!(IpGeolocationClient, per_network: true);
 
 #[cfg(test)]
 mod tests {
@@ -294,7 +305,13 @@ mod tests {
         assert_eq!(a.downstreams[1].country.as_deref(), Some("CZ"));
         assert_eq!(a.routes, ["78.46.0.0/15", "138.199.128.0/17"]);
         assert!(a.whois_response.unwrap().contains("ASNumber: 24940"));
-        let asn = to_record(body).asn.unwrap();
+        let asn = to_record(body.clone(), "78.47.1.2".parse().unwrap())
+            .asn
+            .unwrap();
+        // The route that holds the address asked for.
+        assert_eq!(asn.route.as_deref(), Some("78.46.0.0/15"));
+        let elsewhere = to_record(body, "49.12.0.1".parse().unwrap()).asn.unwrap();
+        assert_eq!(elsewhere.route, None);
         assert_eq!(asn.number, Some(24940));
         assert_eq!(asn.name.as_deref(), Some("HETZNER-AS"));
         assert_eq!(asn.org.as_deref(), Some("Hetzner Online GmbH"));
@@ -302,7 +319,6 @@ mod tests {
         assert_eq!(asn.domain.as_deref(), Some("hetzner.com"));
         assert_eq!(asn.kind.as_deref(), Some("hosting"));
         assert_eq!(asn.rir.as_deref(), Some("ripe"));
-        assert_eq!(asn.route, None);
     }
 
     /// Schema examples: an IP lookup carries `ip` ("49.12.0.0").
@@ -313,7 +329,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(body.ip.as_deref(), Some("49.12.0.0"));
-        assert_eq!(to_record(body).asn.unwrap().number, Some(24940));
+        let ip = "49.12.0.0".parse().unwrap();
+        assert_eq!(to_record(body, ip).asn.unwrap().number, Some(24940));
     }
 
     fn raw(status: u16, message: &str) -> RawResponse {

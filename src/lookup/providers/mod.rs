@@ -57,6 +57,12 @@ pub trait Provider: Send + Sync {
     fn last_rate_info(&self) -> Option<http::RateInfo> {
         None
     }
+    /// True when an answer depends only on the network that announces the address
+    /// and names it in `asn.route` (an ASN-only answer): the engine then answers the
+    /// other addresses of that prefix without a call ([`crate::lookup::prefix`]).
+    fn per_network(&self) -> bool {
+        false
+    }
 }
 
 /// `Provider::lookup` for single-address APIs: no call for no address, one call for
@@ -83,10 +89,18 @@ where
 
 /// `Provider` for the client of a single-address API (a type with an `http` client,
 /// a `lookup_ip` method and a `NAME` constant in its module): rate information
-/// from its HTTP client, and [`one_at_a_time`] over `lookup_ip`.
+/// from its HTTP client, and [`one_at_a_time`] over `lookup_ip`; `per_network` says
+/// whether [`Provider::per_network`] holds.
 macro_rules! single_address_provider {
     ($client:ty) => {
+        $crate::lookup::providers::single_address_provider!($client, per_network: false);
+    };
+    ($client:ty, per_network: $per_network:expr) => {
         impl $crate::lookup::providers::Provider for $client {
+            fn per_network(&self) -> bool {
+                $per_network
+            }
+
             fn last_rate_info(&self) -> Option<$crate::lookup::providers::http::RateInfo> {
                 self.http.last_rate_info()
             }
