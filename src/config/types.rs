@@ -438,9 +438,9 @@ pub struct EngineConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
-    /// Window length (`1h`, `24h`, `30days`).
-    #[serde(with = "humantime_serde")]
-    pub period: Duration,
+    /// Window length: a duration (`1h`, `24h`, `30days`) or `month`, a calendar
+    /// month from `reset_at`'s day and time (clamped to short months).
+    pub period: BudgetPeriod,
     /// Units allowed per window, for the whole deployment: replicas add up what
     /// they spent through the intel table.
     pub limit: u64,
@@ -449,6 +449,30 @@ pub struct BudgetConfig {
     /// epoch, i.e. whole UTC hours and days.
     #[serde(default, with = "humantime_serde")]
     pub reset_at: Option<std::time::SystemTime>,
+}
+
+/// A budget's window: a fixed length, or a calendar month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetPeriod {
+    Every(Duration),
+    Month,
+}
+
+impl<'de> Deserialize<'de> for BudgetPeriod {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let word: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        match word.to_ascii_lowercase().as_str() {
+            "month" | "1month" | "monthly" | "calendarmonth" => Ok(BudgetPeriod::Month),
+            _ => humantime_serde::re::humantime::parse_duration(&text)
+                .map(BudgetPeriod::Every)
+                .map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "{text:?} is neither a duration nor `month`: {e}"
+                    ))
+                }),
+        }
+    }
 }
 
 /// HTTP timeouts.
@@ -797,5 +821,30 @@ impl OpenIpApiPlan {
             Self::Pro => 300,
             Self::Business | Self::Enterprise => 600,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn period(text: &str) -> Result<BudgetPeriod, String> {
+        serde_yaml_ng::from_str::<BudgetPeriod>(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_budget_period_is_a_duration_or_a_calendar_month() {
+        assert_eq!(period("month"), Ok(BudgetPeriod::Month));
+        assert_eq!(period("1 Month"), Ok(BudgetPeriod::Month));
+        assert_eq!(
+            period("30days"),
+            Ok(BudgetPeriod::Every(Duration::from_secs(30 * 86_400)))
+        );
+        assert_eq!(
+            period("24h"),
+            Ok(BudgetPeriod::Every(Duration::from_secs(86_400)))
+        );
+        let e = period("fortnightly").unwrap_err();
+        assert!(e.contains("neither a duration nor `month`"), "{e}");
     }
 }

@@ -25,9 +25,11 @@ use super::providers::iptrust::IpTrustClient;
 use super::providers::mmdb::MmdbProvider;
 use super::providers::openipapi::OpenIpApiClient;
 use super::providers::Provider;
-use super::rate_limit::{Budget, Counts, RateLimiter, RateSettings};
+use super::rate_limit::{Budget, Counts, Period, RateLimiter, RateSettings};
 use super::{Chain, Member};
-use crate::config::{EngineConfig, KeySource, OpenIpApiPlan, ProviderConfig, TimeoutsConfig};
+use crate::config::{
+    BudgetPeriod, EngineConfig, KeySource, OpenIpApiPlan, ProviderConfig, TimeoutsConfig,
+};
 use crate::secret::Secret;
 use crate::telemetry::error_chain;
 
@@ -318,6 +320,21 @@ fn default_rate(kind: &str, plan: Option<OpenIpApiPlan>) -> RateSettings {
     }
 }
 
+/// A configured budget as the limiter counts it.
+fn budget(b: &crate::config::BudgetConfig) -> Budget {
+    Budget {
+        period: match b.period {
+            BudgetPeriod::Every(d) => Period::Every(d),
+            BudgetPeriod::Month => Period::Month,
+        },
+        limit: b.limit,
+        anchor_ms: b.reset_at.map_or(0, |t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        }),
+    }
+}
+
 fn engine_settings(
     kind: &str,
     plan: Option<OpenIpApiPlan>,
@@ -402,14 +419,7 @@ fn engine_settings(
     if let Some(v) = c.probe_every {
         s.rate.probe_every = v;
     }
-    s.rate.budgets.extend(c.budgets.iter().map(|b| Budget {
-        period: b.period,
-        limit: b.limit,
-        anchor_ms: b.reset_at.map_or(0, |t| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        }),
-    }));
+    s.rate.budgets.extend(c.budgets.iter().map(budget));
     s.rate.validate().map_err(|e| {
         e.iter()
             .map(ToString::to_string)
@@ -572,7 +582,7 @@ mod tests {
     #[test]
     fn overrides_and_budgets_reach_the_engine() {
         let c = engine_config(
-            "ttl: 2h\nmax_pending: 50\nunits_per_second: 2\nunit_burst: 100\nwindow: 10m\nbudgets:\n  - {period: 24h, limit: 10000}\n  - {period: 30days, limit: 250000}\n",
+            "ttl: 2h\nmax_pending: 50\nunits_per_second: 2\nunit_burst: 100\nwindow: 10m\nbudgets:\n  - {period: 24h, limit: 10000}\n  - {period: 30days, limit: 250000}\n  - {period: month, limit: 10000, reset_at: 2026-01-15T09:00:00Z}\n",
         );
         let s = engine_settings("ipinsights", None, &c).unwrap();
         assert_eq!(s.ttl, std::time::Duration::from_secs(7200));
@@ -583,14 +593,19 @@ mod tests {
             s.rate.budgets,
             vec![
                 Budget {
-                    period: std::time::Duration::from_secs(86_400),
+                    period: Period::Every(std::time::Duration::from_secs(86_400)),
                     limit: 10_000,
                     anchor_ms: 0,
                 },
                 Budget {
-                    period: std::time::Duration::from_secs(30 * 86_400),
+                    period: Period::Every(std::time::Duration::from_secs(30 * 86_400)),
                     limit: 250_000,
                     anchor_ms: 0,
+                },
+                Budget {
+                    period: Period::Month,
+                    limit: 10_000,
+                    anchor_ms: 1_768_467_600_000,
                 },
             ]
         );

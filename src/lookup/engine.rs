@@ -1167,7 +1167,7 @@ mod tests {
         s.breaker.open_for = Duration::MAX;
         s.rate.window = Duration::MAX;
         s.rate.budgets = vec![crate::lookup::rate_limit::Budget {
-            period: Duration::MAX,
+            period: crate::lookup::rate_limit::Period::Every(Duration::MAX),
             limit: u64::MAX,
             anchor_ms: 0,
         }];

@@ -95,33 +95,105 @@ pub struct Denied {
 }
 
 /// A fixed-window budget of units (IPs looked up, reports sent), aligned with the
-/// provider's calendar: windows start at `anchor` plus whole periods, so every
-/// replica (and every restart) agrees on the window and the replicas' reported
-/// spending adds up in it.
+/// provider's calendar: windows start at `anchor` plus whole periods (or, for
+/// calendar months, on the anchor's day and time of every month), so every replica
+/// (and every restart) agrees on the window and the replicas' reported spending
+/// adds up in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
-    /// Window length (1 h, 24 h, 30 days).
-    pub period: Duration,
+    /// Window length.
+    pub period: Period,
     /// Units allowed per window.
     pub limit: u64,
     /// Milliseconds since the Unix epoch at which some window starts (the
-    /// provider's reset time); 0 gives whole UTC hours and days.
+    /// provider's reset time); 0 gives whole UTC hours and days, and months
+    /// starting on the 1st at 00:00 UTC.
     pub anchor_ms: u64,
 }
 
+/// How long a budget's window is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// A fixed length (1 h, 24 h, 30 days).
+    Every(Duration),
+    /// A calendar month (UTC): from the anchor's day and time of one month to the
+    /// same day and time of the next, the day clamped to the month's length
+    /// (an anchor on the 31st resets on Feb 28 or 29), as billing periods run.
+    Month,
+}
+
+impl Period {
+    /// True for a fixed length of zero.
+    pub fn is_zero(&self) -> bool {
+        matches!(self, Period::Every(d) if d.is_zero())
+    }
+}
+
 impl Budget {
-    /// Start of the window holding `wall_ms` (both in ms since the epoch).
-    fn window_start(&self, wall_ms: u64) -> u64 {
-        let period = u64::try_from(self.period.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        if wall_ms >= self.anchor_ms {
-            wall_ms - (wall_ms - self.anchor_ms) % period
-        } else {
-            let back = (self.anchor_ms - wall_ms).div_ceil(period);
-            self.anchor_ms.saturating_sub(back.saturating_mul(period))
+    /// The window holding `wall_ms`: its start and end (ms since the epoch).
+    fn window(&self, wall_ms: u64) -> (u64, u64) {
+        match self.period {
+            Period::Every(period) => {
+                let period = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
+                let start = if wall_ms >= self.anchor_ms {
+                    wall_ms - (wall_ms - self.anchor_ms) % period
+                } else {
+                    let back = (self.anchor_ms - wall_ms).div_ceil(period);
+                    self.anchor_ms.saturating_sub(back.saturating_mul(period))
+                };
+                (start, start.saturating_add(period))
+            }
+            Period::Month => month_window(self.anchor_ms, wall_ms),
         }
     }
+
+    /// Start of the window holding `wall_ms`.
+    fn window_start(&self, wall_ms: u64) -> u64 {
+        self.window(wall_ms).0
+    }
+}
+
+/// The calendar month (UTC) holding `wall_ms` whose windows start on the day and
+/// time of `anchor_ms`. Times beyond what the calendar library represents
+/// (year 9999) saturate to a window that never ends.
+fn month_window(anchor_ms: u64, wall_ms: u64) -> (u64, u64) {
+    use time::{Date, Month, OffsetDateTime};
+    let at = |ms: u64| {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    };
+    let anchor = at(anchor_ms);
+    let start_of = |year: i32, month: Month| -> Option<u64> {
+        let day = anchor.day().min(time::util::days_in_month(month, year));
+        let t = Date::from_calendar_date(year, month, day)
+            .ok()?
+            .with_time(anchor.time())
+            .assume_utc();
+        u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+    };
+    let previous = |(y, m): (i32, Month)| {
+        if m == Month::January {
+            (y - 1, Month::December)
+        } else {
+            (y, m.previous())
+        }
+    };
+    let next = |(y, m): (i32, Month)| {
+        if m == Month::December {
+            (y + 1, Month::January)
+        } else {
+            (y, m.next())
+        }
+    };
+    let wall = at(wall_ms);
+    let here = (wall.year(), wall.month());
+    let month = match start_of(here.0, here.1) {
+        Some(start) if start <= wall_ms => here,
+        _ => previous(here),
+    };
+    let start = start_of(month.0, month.1).unwrap_or(0);
+    let (y, m) = next(month);
+    (start, start_of(y, m).unwrap_or(u64::MAX))
 }
 
 /// What a provider's window counts.
@@ -685,8 +757,8 @@ impl RateLimiter {
                 .sum();
             let used = s.budgets[i].1.saturating_add(peers);
             if used.saturating_add(u64::from(units)) > b.limit {
-                let period = u64::try_from(b.period.as_millis()).unwrap_or(u64::MAX);
-                let wait = Duration::from_millis(start.saturating_add(period).saturating_sub(wall));
+                let end = b.window(wall).1;
+                let wait = Duration::from_millis(end.saturating_sub(wall));
                 let reason = if u64::from(units) > b.limit {
                     DenyReason::TooLarge
                 } else {
@@ -1059,7 +1131,7 @@ mod tests {
         let mut s = settings(1000.0, 1000);
         let anchor = wall_ms();
         s.budgets = vec![Budget {
-            period: Duration::from_secs(3600),
+            period: Period::Every(Duration::from_secs(3600)),
             limit: 10,
             anchor_ms: anchor,
         }];
@@ -1080,12 +1152,110 @@ mod tests {
         l.try_acquire(1, 10).unwrap();
     }
 
+    /// Calendar months: from the reset day and time of one month to the same of
+    /// the next, clamped to short months, before and after the anchor.
+    #[test]
+    fn month_budgets_follow_the_calendar() {
+        fn ms(text: &str) -> u64 {
+            let t = humantime_serde::re::humantime::parse_rfc3339(text).unwrap();
+            t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+        }
+        let month = |anchor: &str, wall: &str| {
+            let b = Budget {
+                period: Period::Month,
+                limit: 1,
+                anchor_ms: if anchor.is_empty() { 0 } else { ms(anchor) },
+            };
+            b.window(ms(wall))
+        };
+        let mid = "2026-01-15T09:00:00Z";
+        assert_eq!(
+            month(mid, "2026-02-20T00:00:00Z"),
+            (ms("2026-02-15T09:00:00Z"), ms("2026-03-15T09:00:00Z"))
+        );
+        assert_eq!(
+            month(mid, "2026-02-15T08:59:59.999Z"),
+            (ms("2026-01-15T09:00:00Z"), ms("2026-02-15T09:00:00Z"))
+        );
+        assert_eq!(
+            month(mid, "2026-02-15T09:00:00Z").0,
+            ms("2026-02-15T09:00:00Z"),
+            "a window starts at its reset time"
+        );
+        // Before the anchor, across a year.
+        assert_eq!(
+            month(mid, "2025-12-31T23:00:00Z"),
+            (ms("2025-12-15T09:00:00Z"), ms("2026-01-15T09:00:00Z"))
+        );
+        // The 31st resets on the last day of short months (and Feb 29 in leap years).
+        let end = "2026-01-31T00:00:00Z";
+        assert_eq!(
+            month(end, "2026-02-27T12:00:00Z"),
+            (ms("2026-01-31T00:00:00Z"), ms("2026-02-28T00:00:00Z"))
+        );
+        assert_eq!(
+            month(end, "2026-03-01T00:00:00Z"),
+            (ms("2026-02-28T00:00:00Z"), ms("2026-03-31T00:00:00Z"))
+        );
+        assert_eq!(
+            month(end, "2028-02-29T01:00:00Z").0,
+            ms("2028-02-29T00:00:00Z")
+        );
+        // No anchor: the 1st at midnight UTC; 30days would drift from it.
+        assert_eq!(
+            month("", "2026-12-01T02:00:00Z"),
+            (ms("2026-12-01T00:00:00Z"), ms("2027-01-01T00:00:00Z"))
+        );
+        let days30 = Budget {
+            period: Period::Every(Duration::from_secs(30 * 86_400)),
+            limit: 1,
+            anchor_ms: 0,
+        };
+        assert_ne!(
+            days30.window_start(ms("2026-12-01T02:00:00Z")),
+            ms("2026-12-01T00:00:00Z")
+        );
+        // Out of the calendar's range: a window, not a panic.
+        let (start, end) = month("", "2026-01-01T00:00:00Z");
+        assert!(start < end);
+        let far = Budget {
+            period: Period::Month,
+            limit: 1,
+            anchor_ms: u64::MAX,
+        };
+        let _ = far.window(u64::MAX);
+        let _ = far.window(0);
+    }
+
+    /// A spent month budget waits for the month's end, not for 30 days.
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_month_budget_waits_for_the_next_reset() {
+        let mut s = settings(1000.0, 1000);
+        s.budgets = vec![Budget {
+            period: Period::Month,
+            limit: 2,
+            anchor_ms: 0,
+        }];
+        let l = RateLimiter::try_new("t", s).unwrap();
+        l.try_acquire(1, 2).unwrap();
+        let denied = l.try_acquire(1, 1).unwrap_err();
+        assert_eq!(denied.reason, DenyReason::Budget);
+        let wall = l.wall_now();
+        let (_, end) = Budget {
+            period: Period::Month,
+            limit: 2,
+            anchor_ms: 0,
+        }
+        .window(wall);
+        assert_eq!(denied.wait, Duration::from_millis(end - wall));
+    }
+
     /// Regression (issue 10): budgets restarted at zero on every restart, were per
     /// replica, and did not follow the provider's hour, day or month.
     #[tokio::test(start_paused = true)]
     async fn budgets_follow_the_providers_calendar_and_count_every_replica() {
         let hour = Budget {
-            period: Duration::from_secs(3600),
+            period: Period::Every(Duration::from_secs(3600)),
             limit: 10,
             anchor_ms: 0,
         };
@@ -1136,7 +1306,7 @@ mod tests {
         let mut s = settings(0.0, 1);
         s.units_per_second = Some(f64::NAN);
         s.budgets = vec![Budget {
-            period: Duration::ZERO,
+            period: Period::Every(Duration::ZERO),
             limit: 1,
             anchor_ms: 0,
         }];
@@ -1165,7 +1335,7 @@ mod tests {
     async fn more_than_the_burst_is_refused_without_overflow() {
         let mut s = RateSettings::ipinsights();
         s.budgets = vec![Budget {
-            period: Duration::from_secs(3600),
+            period: Period::Every(Duration::from_secs(3600)),
             limit: u64::MAX,
             anchor_ms: 0,
         }];
