@@ -200,6 +200,26 @@ fn open_providers(config: &Config, metrics: &Metrics) -> Result<Arc<SharedProvid
     Ok(shared)
 }
 
+/// Without an intel table, every replica of a consumer group spends each API key's
+/// quota on its own (README "Scaling out"): said once at start, per pipeline.
+fn warn_unshared_quota(config: &Config) {
+    use crate::config::{ProviderConfig, SourceConfig};
+    for p in &config.pipelines {
+        let grouped = matches!(p.source, SourceConfig::Kafka(_));
+        let apis = p
+            .providers
+            .iter()
+            .filter(|c| !matches!(c, ProviderConfig::Mmdb(_)))
+            .count();
+        if grouped && apis > 0 {
+            warn!(
+                pipeline = %p.name,
+                "no intel_table: each replica of this consumer group keeps its own cache and spends each API key's quota on its own; add intel_table: to share them"
+            );
+        }
+    }
+}
+
 /// Starts the shared intel table and loads it into the engines' caches before
 /// any pipeline runs, so a restarted replica starts warm (readiness waits too).
 async fn open_table(
@@ -208,6 +228,7 @@ async fn open_table(
     shared: &Arc<SharedProviders>,
 ) -> Result<Option<crate::lookup::table::Table>, StartError> {
     let Some(table_config) = config.intel_table.clone() else {
+        warn_unshared_quota(config);
         return Ok(None);
     };
     let engines = shared.engines_by_source();

@@ -479,6 +479,9 @@ async fn quota_economy_zipf_200k_events_over_20k_addresses() {
         reader.until(N, Duration::from_secs(900));
         let metrics = scrape(&metrics_addr(&s.log()));
         assert_eq!(child.terminate(Duration::from_secs(30)), Some(0));
+        // A consumer group asking an API without a shared table is told so.
+        let log = std::fs::read_to_string(s.log()).unwrap();
+        assert!(log.contains("no intel_table: each replica"), "{log}");
 
         let acc = ipinsights(sim);
         let sizes = &acc.ips_per_request;
@@ -1330,7 +1333,29 @@ async fn a_rolling_change_of_replicas_exceeds_no_window() {
         let charged_one = ipinsights(sim).public_ips_charged;
         let mut b = Proc::run(&cfg, &log("b"));
         let mut c = Proc::run(&cfg, &log("c"));
-        read_for(&mut reader, &mut seen, Duration::from_secs(25));
+        // The joiners get request partitions (their shares) by a cooperative
+        // rebalance: measured and printed, waited for with a give-up bound only.
+        let joined = Instant::now();
+        let addrs: Vec<String> = ["a", "b", "c"].iter().map(|n| metrics_addr(&log(n))).collect();
+        let owned = |addr: &String| metric(&scrape(addr), "ipenrich_route_owned_partitions", &[]);
+        let mut spread = None;
+        while joined.elapsed() < Duration::from_secs(25)
+            || (spread.is_none() && joined.elapsed() < Duration::from_secs(120))
+        {
+            read_for(&mut reader, &mut seen, Duration::from_secs(1));
+            if spread.is_none() {
+                let shares: Vec<f64> = addrs.iter().map(owned).collect();
+                // Everyone holds a share, and every partition is owned once.
+                if shares.iter().all(|n| *n > 0.0) && shares.iter().sum::<f64>() == 6.0 {
+                    spread = Some((joined.elapsed(), shares));
+                }
+            }
+        }
+        println!("request partitions (a, b, c) after the joiners started: {spread:?}");
+        assert!(
+            spread.is_some(),
+            "the joining replicas never got their shares of the request partitions"
+        );
         let charged_three = ipinsights(sim).public_ips_charged - charged_one;
         assert_eq!(b.terminate(Duration::from_secs(30)), Some(0));
         assert_eq!(c.terminate(Duration::from_secs(30)), Some(0));
