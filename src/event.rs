@@ -51,6 +51,10 @@ pub struct SourceRecord {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Where it came from.
     pub position: Position,
+    /// The input record's timestamp (Kafka `CreateTime`/`LogAppendTime`), ms since
+    /// the epoch; carried to the output record, so event time survives enrichment
+    /// (the reporter's `findtime` counts in it). None for lines.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// Why an event cannot be enriched. It goes to the dead letter with this reason.

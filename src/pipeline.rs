@@ -997,6 +997,7 @@ fn refused_record(message: &rdkafka::message::OwnedMessage, position: Position) 
             })
             .unwrap_or_default(),
         position,
+        timestamp_ms: message.timestamp().to_millis().filter(|t| *t > 0),
     }
 }
 
@@ -1049,6 +1050,7 @@ mod tests {
                             source: Arc::from("t"),
                             line: i as u64 + 1,
                         },
+                        timestamp_ms: None,
                     },
                     Ack::None,
                 )

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, create_topics, kafka, produce, root, unique, write_config, Proc};
+use common::{
+    bin, consume, create_topics, kafka, produce, produce_at, root, unique, write_config, Proc,
+};
 use ipenrich::report::rules::RuleSet;
 use ipenrich::report::state::{Book, Verdict};
 use ipenrich::simulate::{self, SimConfig, SimHandle};
@@ -736,4 +738,146 @@ fn cooldown_below_15_minutes_is_rejected_at_load() {
     let path = write_config(dir.path(), "c.yaml", &text);
     let err = ipenrich::config::load_file(&path).unwrap_err().to_string();
     assert!(err.contains("reporters[0].cooldown"), "{err}");
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// An sshd line whose syslog time is `at_ms` (UTC).
+fn sshd_line_at(ip: &str, n: usize, at_ms: i64) -> Vec<u8> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000).unwrap();
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {:2} {:02}:{:02}:{:02} bastion sshd[{}]: Failed password for invalid user admin{n} from {ip} port {} ssh2",
+        MONTHS[t.month() as usize - 1],
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        4000 + n,
+        40000 + n
+    )
+    .into_bytes()
+}
+
+/// Waits for `n` audit records, then returns the outcome of each IP's records.
+fn outcomes(path: &Path, n: usize) -> BTreeMap<String, BTreeSet<String>> {
+    let mut by_ip: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in wait_audit(path, n, Duration::from_secs(120)) {
+        by_ip
+            .entry(r["ip"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(r["outcome"].as_str().unwrap().to_string());
+    }
+    by_ip
+}
+
+/// Issue 11, acceptance 1: a first deployment on a topic holding last week's attacks
+/// (the input records' own timestamps are 7 days old) reports none of them, and
+/// audits every one `stale`; the enriched records keep the input's timestamps. An
+/// attack happening now, in the same stream, is reported.
+#[test]
+fn a_week_old_replay_reports_nobody() {
+    let sim = sim();
+    let bootstrap = kafka();
+    let t = topics(&bootstrap, "stale");
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let cfg = write_config(
+        dir.path(),
+        "c.yaml",
+        &config(&t, &sim, dir.path(), &audit_path, 5, None),
+    );
+    let week_ago = now_ms() - 7 * 86_400_000;
+    let old: Vec<String> = (0..10).map(|i| format!("218.92.0.{}", 150 + i)).collect();
+    let mut lines = Vec::new();
+    let mut n = 0;
+    for round in 0..6 {
+        for ip in &old {
+            let at = week_ago + (round * 30_000) as i64;
+            lines.push(((n % 2) as i32, None, sshd_line_at(ip, n, at), Some(at)));
+            n += 1;
+        }
+    }
+    let fresh = "61.177.172.99";
+    for _ in 0..6 {
+        lines.push(((n % 2) as i32, None, sshd_line(fresh, n), None));
+        n += 1;
+    }
+    produce_at(&bootstrap, &t.raw, lines);
+    let mut p = Proc::run(&cfg, &dir.path().join("p.log"));
+    let by_ip = outcomes(&audit_path, n);
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0));
+    for ip in &old {
+        assert_eq!(
+            by_ip.get(ip).cloned().unwrap_or_default(),
+            BTreeSet::from(["stale".to_string()]),
+            "{ip}: {by_ip:?}"
+        );
+    }
+    assert_eq!(
+        reported(&sim),
+        BTreeMap::from([(fresh.to_string(), 1)]),
+        "only the attack happening now"
+    );
+    // The enriched records carry their input records' timestamps.
+    let enriched = consume(&bootstrap, &t.enriched, n, Duration::from_secs(60));
+    let old_ones = enriched
+        .iter()
+        .filter(|g| {
+            let text = String::from_utf8_lossy(&g.payload);
+            old.iter().any(|ip| text.contains(&format!("from {ip} ")))
+        })
+        .count();
+    assert_eq!(old_ones, 60);
+}
+
+/// Issue 11, acceptance 2: one IP's failures spread over 2 hours of event time (the
+/// syslog time of each line, `event_time_field: message`) and delivered within a
+/// second, with `findtime: 10m`: never reported. Five failures within the last
+/// minutes of another IP, in the same delivery, are.
+#[test]
+fn failures_spread_over_two_hours_delivered_at_once_are_no_burst() {
+    let sim = sim();
+    let bootstrap = kafka();
+    let t = topics(&bootstrap, "spread");
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let text = config(&t, &sim, dir.path(), &audit_path, 5, None).replace(
+        "    cooldown: 60m\n",
+        "    cooldown: 60m\n    event_time_field: message\n",
+    );
+    assert!(text.contains("event_time_field"));
+    let cfg = write_config(dir.path(), "c.yaml", &text);
+    let now = now_ms();
+    let spread = "218.92.0.200";
+    let burst = "218.92.0.201";
+    let mut lines = Vec::new();
+    // 12 failures, one every 10 minutes over the last 2 hours (the newest 5 minutes ago).
+    for k in 0..12usize {
+        let at = now - 5 * 60_000 - (k as i64) * 10 * 60_000;
+        lines.push(((k % 2) as i32, None, sshd_line_at(spread, k, at)));
+    }
+    for k in 0..5usize {
+        let at = now - 4 * 60_000 + (k as i64) * 30_000;
+        lines.push(((k % 2) as i32, None, sshd_line_at(burst, 100 + k, at)));
+    }
+    let n = lines.len();
+    produce(&bootstrap, &t.raw, lines);
+    let mut p = Proc::run(&cfg, &dir.path().join("p.log"));
+    let by_ip = outcomes(&audit_path, n);
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0));
+    assert_eq!(
+        reported(&sim),
+        BTreeMap::from([(burst.to_string(), 1)]),
+        "{by_ip:?}"
+    );
+    assert!(by_ip[spread].contains("stale"), "{by_ip:?}");
+    assert!(!by_ip[spread].contains("sent"), "{by_ip:?}");
 }

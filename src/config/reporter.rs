@@ -123,6 +123,16 @@ pub struct ReporterConfig {
     /// signals topic's partition count.
     #[serde(default = "default_daily_cap")]
     pub daily_cap: u32,
+    /// Dotted path of the field that says when an event happened (Wazuh and
+    /// Suricata `timestamp`, or `message` for a syslog line); without it, or when
+    /// it does not parse, the record's Kafka timestamp (the input record's, carried
+    /// through the pipeline). `findtime` is counted in this time.
+    #[serde(default)]
+    pub event_time_field: Option<String>,
+    /// How much older than `findtime` a signal may be (relative to now) and still
+    /// count; older ones are audited `stale` and never count. Default 0.
+    #[serde(default, with = "humantime_serde")]
+    pub allowed_lateness: Duration,
     /// IPv6 attackers are one attacker per network of this many bits (default 64):
     /// counted, reported and cooled down together, whichever address they use.
     #[serde(default = "default_ipv6_prefix")]
@@ -392,6 +402,9 @@ pub struct ReporterSettings {
     pub cooldown: Duration,
     pub daily_cap: u32,
     pub ipv6_prefix: u8,
+    /// Path segments of `event_time_field`.
+    pub event_time_field: Option<Vec<String>>,
+    pub allowed_lateness: Duration,
     pub dry_run: bool,
     pub template: String,
     pub redact: Vec<Regex>,
@@ -567,6 +580,11 @@ impl ReporterConfig {
             cooldown: self.cooldown,
             daily_cap: self.daily_cap,
             ipv6_prefix: self.ipv6_prefix,
+            event_time_field: self
+                .event_time_field
+                .as_ref()
+                .map(|f| f.split('.').map(str::to_owned).collect()),
+            allowed_lateness: self.allowed_lateness,
             dry_run: self.dry_run,
             template: self.comment.template.clone(),
             redact,

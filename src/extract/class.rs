@@ -84,6 +84,23 @@ impl IpClass {
     }
 }
 
+/// The IPv4 peer behind an IPv4-mapped (`::ffff:a.b.c.d`) or NAT64 well-known
+/// prefix (`64:ff9b::a.b.c.d`) address, else `ip`: the address an allow-list, a
+/// cooldown or a report must see.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.segments() {
+            [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+            }
+            _ => ip.to_canonical(),
+        },
+        v4 => v4,
+    }
+}
+
 /// Classifies an address (see the module docs for the blocks and their sources).
 pub fn classify(ip: IpAddr) -> IpClass {
     match ip {

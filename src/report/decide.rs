@@ -548,6 +548,7 @@ impl Decider<'_> {
                 record.count = Some(count);
                 Outcome::BelowThreshold
             }
+            Verdict::Stale => Outcome::Stale,
             Verdict::Cooldown => Outcome::Cooldown,
             Verdict::Capped => Outcome::Capped,
             Verdict::Report(c) => match self.report(partition, &c, &mut record, stop).await? {

@@ -2,8 +2,10 @@
 //! consistent across replicas.
 //!
 //! Contract: an address is reported only when it is public, not allow-listed, one
-//! rule saw `maxretry` distinct signals of it within `findtime` (and the threat score
-//! asked for), its last report is older than the cooldown (default 60 min, never
+//! rule saw `maxretry` distinct signals of it within `findtime` of event time (the
+//! event's `event_time_field` or its record's timestamp, carried from the pipeline's
+//! input; a signal older than `findtime` + `allowed_lateness` is `stale` and never
+//! counts) (and the threat score asked for), its last report is older than the cooldown (default 60 min, never
 //! below the provider's 15 min), and the daily cap is not reached; it is reported at
 //! most once per cooldown whatever the number of replicas, restarts and crashes; and
 //! every decision is audited and counted. Dry-run (the default) decides and audits
@@ -64,6 +66,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 pub mod decide;
+pub mod event_time;
 mod kafka;
 pub mod rules;
 pub mod signal;

@@ -32,7 +32,9 @@ pub struct Signal {
     pub rule: String,
     /// The attacker.
     pub ip: IpAddr,
-    /// Event time (Kafka timestamp of the enriched event), ms since the epoch.
+    /// Event time, ms since the epoch: the event's `event_time_field`, else the
+    /// enriched record's Kafka timestamp (the input record's), else when it was read;
+    /// never later than when it was read.
     pub at_ms: u64,
     /// Stable id of (rule, event content): a re-read or replayed event is not counted twice.
     pub id: u64,
@@ -190,7 +192,7 @@ struct Hit {
 }
 
 /// Values at a dotted path; arrays on the way are walked, a final array is kept whole.
-fn collect<'a>(v: &'a Value, path: &[String], out: &mut Vec<&'a Value>) {
+pub(crate) fn collect<'a>(v: &'a Value, path: &[String], out: &mut Vec<&'a Value>) {
     match (path.split_first(), v) {
         (None, _) => out.push(v),
         (Some(_), Value::Array(items)) => {

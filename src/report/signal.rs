@@ -59,6 +59,7 @@ pub async fn run(
         producer: clients.producer(&client_id)?,
         topic: settings.signals_topic.clone(),
         ipv6_prefix: settings.ipv6_prefix,
+        event_time_field: settings.event_time_field.clone(),
         reporter: &settings.name,
     };
     let reporter = settings.name.as_str();
@@ -116,24 +117,42 @@ struct Signals<'a> {
     /// The decision book's key ([`crate::report::state::Book::key`]): one IPv6
     /// network's signals reach one owner.
     ipv6_prefix: u8,
+    /// Path of the event-time field, if configured.
+    event_time_field: Option<Vec<String>>,
     reporter: &'a str,
 }
 
 impl Signals<'_> {
+    /// The time the event's `event_time_field` names, if configured and parsed.
+    fn event_time(&self, event: &serde_json::Value, now_ms: u64) -> Option<u64> {
+        let path = self.event_time_field.as_ref()?;
+        let mut values = Vec::new();
+        super::rules::collect(event, path, &mut values);
+        values
+            .into_iter()
+            .find_map(|v| super::event_time::parse(v, now_ms))
+    }
+
     /// The signals of one event, sent in order; resolves to the event's position
     /// once every one is acknowledged.
     fn on_event(&self, msg: &BorrowedMessage<'_>) -> Pending {
         let topic: Arc<str> = Arc::from(msg.topic());
         let position = (topic, msg.partition(), msg.offset());
-        let at_ms = msg
-            .timestamp()
-            .to_millis()
-            .filter(|t| *t > 0)
-            .map_or_else(|| self.clock.now_ms(), |t| t as u64);
         let event: Option<serde_json::Value> = msg
             .payload()
             .and_then(|p| serde_json::from_slice(p).ok())
             .filter(serde_json::Value::is_object);
+        let now = self.clock.now_ms();
+        let at_ms = event
+            .as_ref()
+            .and_then(|ev| self.event_time(ev, now))
+            .or_else(|| {
+                msg.timestamp()
+                    .to_millis()
+                    .and_then(|t| u64::try_from(t).ok())
+            })
+            .filter(|t| *t > 0)
+            .map_or(now, |t| t.min(now));
         let signals = match &event {
             Some(ev) => self.rules.evaluate(
                 ev,
@@ -168,7 +187,7 @@ impl Signals<'_> {
     ) -> impl std::future::Future<Output = Result<(), ReportError>> + Send + 'static {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
-        let key = key_of(s.ip.to_canonical(), self.ipv6_prefix).to_string();
+        let key = key_of(crate::extract::class::canonical(s.ip), self.ipv6_prefix).to_string();
         let value = serde_json::to_vec(s).expect("signals serialise");
         async move {
             producer

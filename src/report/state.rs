@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rules::Signal;
 use crate::config::reporter::ReporterSettings;
+use crate::extract::class::canonical;
 use crate::extract::{classify, IpClass};
 use crate::lookup::engine::key_of;
 use crate::lookup::providers::ipinsights::{ReportCategory, ReportSource};
@@ -115,6 +116,8 @@ pub enum Verdict {
     AllowListed,
     /// Not (yet) enough signals, or too low a threat score; `count` within findtime.
     BelowThreshold { count: usize },
+    /// Happened longer than `findtime` (plus `allowed_lateness`) ago: never counted.
+    Stale,
     /// Reported less than `cooldown` ago.
     Cooldown,
     /// The daily cap is reached.
@@ -138,6 +141,8 @@ pub struct Book {
     policies: HashMap<String, Policy>,
     allow_list: Vec<IpNet>,
     cooldown_ms: u64,
+    /// How much older than its rule's `findtime` a signal may be and still count.
+    lateness_ms: u64,
     daily_cap: u32,
     /// Partitions of the signals topic, over which `daily_cap` is shared.
     partitions: u32,
@@ -170,6 +175,7 @@ impl Book {
                 .collect(),
             allow_list: settings.allow_list.clone(),
             cooldown_ms: settings.cooldown.as_millis() as u64,
+            lateness_ms: u64::try_from(settings.allowed_lateness.as_millis()).unwrap_or(u64::MAX),
             daily_cap: settings.daily_cap,
             partitions: 1,
             ipv6_prefix: settings.ipv6_prefix,
@@ -194,7 +200,7 @@ impl Book {
     /// The key an attacker is counted under (and the changelog and signals keys):
     /// the address (IPv4-mapped IPv6 as IPv4), an IPv6 address's `ipv6_prefix` network.
     pub fn key(&self, ip: IpAddr) -> IpAddr {
-        key_of(ip.to_canonical(), self.ipv6_prefix)
+        key_of(canonical(ip), self.ipv6_prefix)
     }
 
     /// The state of one attacker (by any of its addresses), if any.
@@ -230,9 +236,10 @@ impl Book {
         self.ips.retain(|_, (p, _)| *p != partition);
     }
 
-    /// True when `ip` is in the allow-list (IPv4-mapped IPv6 is matched as IPv4).
+    /// True when `ip` is in the allow-list (IPv4-mapped and NAT64 IPv6 are matched
+    /// as the IPv4 address they carry).
     pub fn allow_listed(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
+        let ip = canonical(ip);
         self.allow_list.iter().any(|n| n.contains(&ip))
     }
 
@@ -249,6 +256,14 @@ impl Book {
         let Some(policy) = self.policies.get(&signal.rule) else {
             return (Verdict::BelowThreshold { count: 0 }, false);
         };
+        // Event time: a backlog or a replay is not an attack happening now.
+        let counts_until = signal
+            .at_ms
+            .saturating_add(policy.findtime_ms)
+            .saturating_add(self.lateness_ms);
+        if counts_until < now_ms {
+            return (Verdict::Stale, false);
+        }
         let reports_today = self.reports_in(partition, now_ms);
         let cap = self.cap_of(partition);
         let (slot, state) = self
@@ -304,7 +319,8 @@ impl Book {
         // `maxretry` signals are needed.
         state.hits.clear();
         let candidate = Candidate {
-            ip,
+            // The peer a NAT64 or IPv4-mapped address carries is who is reported.
+            ip: canonical(ip),
             rule: signal.rule.clone(),
             categories: policy.categories.clone(),
             source: policy.source,
@@ -648,6 +664,53 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11 * 60)).await;
         assert_eq!(b.sweep(clock.now_ms()), vec![(0, ip)]);
         assert!(b.is_empty());
+    }
+
+    /// Issue 11: signals older than `findtime` (plus the allowed lateness) never
+    /// count, however many arrive at once.
+    #[tokio::test(start_paused = true)]
+    async fn stale_signals_never_count() {
+        let mut b = Book::new(&settings("allowed_lateness: 2m\n"));
+        let now = Clock::starting_at(T0).now_ms();
+        let ip = "45.9.23.1";
+        let minute = 60_000;
+        // 10m findtime + 2m lateness: 12m and one ms ago is stale, 12m ago is not.
+        for id in 0..5 {
+            let v = b.on_signal(0, &sig(ip, "sshd", now - 12 * minute - 1, id), now);
+            assert_eq!(v, (Verdict::Stale, false));
+        }
+        assert!(b.is_empty());
+        assert_eq!(
+            b.on_signal(0, &sig(ip, "sshd", now - 12 * minute, 9), now)
+                .0,
+            Verdict::BelowThreshold { count: 1 }
+        );
+    }
+
+    /// Issue 11 item 8: a NAT64 address is its IPv4 peer, for the allow-list, the
+    /// book and the report.
+    #[tokio::test(start_paused = true)]
+    async fn nat64_addresses_are_their_ipv4_peer() {
+        let mut b = Book::new(&settings(""));
+        let now = Clock::starting_at(T0).now_ms();
+        // 8.8.8.0/24 is allow-listed in these settings.
+        assert_eq!(
+            b.on_signal(0, &sig("64:ff9b::808:808", "sshd", now, 1), now)
+                .0,
+            Verdict::AllowListed
+        );
+        let mut last = Verdict::Cooldown;
+        for (id, ip) in ["64:ff9b::2d09:1801", "::ffff:45.9.24.1", "45.9.24.1"]
+            .iter()
+            .enumerate()
+        {
+            last = b.on_signal(0, &sig(ip, "sshd", now, id as u64 + 10), now).0;
+        }
+        let Verdict::Report(c) = last else {
+            panic!("{last:?}")
+        };
+        assert_eq!(c.ip, "45.9.24.1".parse::<IpAddr>().unwrap());
+        assert_eq!(b.len(), 1);
     }
 
     /// The cap's shares add up to the cap, the remainder on the lowest partitions.

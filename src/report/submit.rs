@@ -43,6 +43,7 @@ pub enum Outcome {
     AllowListed,
     NotPublic,
     BelowThreshold,
+    Stale,
     Cooldown,
     Capped,
     DryRun,
@@ -51,12 +52,13 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Sent,
         Outcome::Deduplicated,
         Outcome::AllowListed,
         Outcome::NotPublic,
         Outcome::BelowThreshold,
+        Outcome::Stale,
         Outcome::Cooldown,
         Outcome::Capped,
         Outcome::DryRun,
@@ -71,6 +73,7 @@ impl Outcome {
             Outcome::AllowListed => "allow_listed",
             Outcome::NotPublic => "not_public",
             Outcome::BelowThreshold => "below_threshold",
+            Outcome::Stale => "stale",
             Outcome::Cooldown => "cooldown",
             Outcome::Capped => "capped",
             Outcome::DryRun => "dry_run",

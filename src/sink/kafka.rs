@@ -163,6 +163,9 @@ impl KafkaSink {
         if let Some(p) = partition {
             record = record.partition(p);
         }
+        if let Some(t) = source.timestamp_ms {
+            record = record.timestamp(t);
+        }
         loop {
             match self.producer.send_result(record) {
                 Ok(future) => return Ok(Delivery::Pending(future)),

@@ -158,6 +158,7 @@ impl KafkaSource {
                 partition,
                 offset,
             },
+            timestamp_ms: msg.timestamp().to_millis().filter(|t| *t > 0),
         };
         let key: PartitionKey = (topic, partition);
         let ticket = lock(&self.watermark).register(key, offset);

@@ -103,6 +103,7 @@ impl LineSource {
                     source: self.name.clone(),
                     line: self.line,
                 },
+                timestamp_ms: None,
             };
             return Ok(Some((record, Ack::None)));
         }

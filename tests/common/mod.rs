@@ -134,6 +134,19 @@ pub fn produce(
     topic: &str,
     messages: impl IntoIterator<Item = (i32, Option<Vec<u8>>, Vec<u8>)>,
 ) -> usize {
+    produce_at(
+        bootstrap,
+        topic,
+        messages.into_iter().map(|(p, k, v)| (p, k, v, None)),
+    )
+}
+
+/// As [`produce`], each message with its own timestamp (ms since the epoch) when given.
+pub fn produce_at(
+    bootstrap: &str,
+    topic: &str,
+    messages: impl IntoIterator<Item = (i32, Option<Vec<u8>>, Vec<u8>, Option<i64>)>,
+) -> usize {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -143,7 +156,7 @@ pub fn produce(
         .create()
         .expect("producer");
     let mut n = 0;
-    for (partition, key, payload) in messages {
+    for (partition, key, payload, timestamp) in messages {
         let mut headers = OwnedHeaders::new();
         headers = headers.insert(Header {
             key: "test-seq",
@@ -155,6 +168,9 @@ pub fn produce(
             .headers(headers);
         if let Some(k) = key.as_deref() {
             rec = rec.key(k);
+        }
+        if let Some(t) = timestamp {
+            rec = rec.timestamp(t);
         }
         let mut rec = rec;
         loop {
