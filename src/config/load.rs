@@ -439,7 +439,7 @@ pipelines:
     }
 
     /// Substituted values are strings; a boolean or number key still reads them, as
-    /// the examples' `dry_run: ${IPENRICH_REPORT_DRY_RUN:-true}` needs. `$$` is a `$`,
+    /// `dry_run: ${DRY_RUN:-true}` needs. `$$` is a `$`,
     /// and a `${` inside the value of a variable is not expanded again.
     #[test]
     fn substituted_strings_feed_numbers_and_booleans() {
