@@ -164,6 +164,45 @@ pub fn node(raw: &RawValue) -> Node<'_> {
     }
 }
 
+/// A JSON object's text as a [`Value`], never failing on what the raw scan accepts:
+/// where serde_json refuses a value (`1e400`, a lone surrogate escape) the number
+/// is kept as its text and the string decoded lossily, so no field (and no
+/// address in it) can hide from a consumer of the pipeline's output (the
+/// reporter). None when the text is no JSON object or nests deeper than
+/// [`MAX_DEPTH`].
+pub fn object_lossy(text: &str) -> Option<Value> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) if v.is_object() => return Some(v),
+        Ok(_) => return None,
+        Err(_) => {}
+    }
+    let Ok(Decoded::Json(object)) = parse_object(text) else {
+        return None;
+    };
+    let map = object
+        .members
+        .iter()
+        .map(|(k, v)| (k.to_string(), value_lossy(v)))
+        .collect();
+    Some(Value::Object(map))
+}
+
+fn value_lossy(raw: &RawValue) -> Value {
+    match node(raw) {
+        Node::Object(members) => Value::Object(
+            members
+                .iter()
+                .map(|(k, v)| (k.to_string(), value_lossy(v)))
+                .collect(),
+        ),
+        Node::Array(items) => Value::Array(items.iter().map(|v| value_lossy(v)).collect()),
+        Node::String(s) => Value::String(s.into_owned()),
+        Node::Scalar => {
+            serde_json::from_str(raw.get()).unwrap_or_else(|_| Value::String(raw.get().to_owned()))
+        }
+    }
+}
+
 /// Decodes a JSON string literal (with its quotes), replacing escapes that name no
 /// Unicode scalar value (lone surrogates) with U+FFFD.
 pub fn unescape_lossy(literal: &str) -> String {
@@ -447,5 +486,23 @@ mod tests {
             unescape_lossy(r#""\udc00\ud800\u12zz""#),
             "\u{fffd}\u{fffd}\u{fffd}"
         );
+    }
+
+    #[test]
+    fn an_object_serde_json_refuses_still_becomes_a_value() {
+        let text =
+            r#"{"a":1e400,"msg":"\ud800 from 45.9.9.9","n":{"deep":[1,-1e999,"x"]},"ok":true}"#;
+        assert!(serde_json::from_str::<Value>(text).is_err());
+        let v = object_lossy(text).unwrap();
+        assert_eq!(v["a"], Value::String("1e400".into()));
+        assert_eq!(v["msg"], Value::String("\u{fffd} from 45.9.9.9".into()));
+        assert_eq!(v["n"]["deep"][1], Value::String("-1e999".into()));
+        assert_eq!(v["n"]["deep"][2], Value::String("x".into()));
+        assert_eq!(v["ok"], Value::Bool(true));
+        assert_eq!(object_lossy(r#"{"plain":[1,2]}"#).unwrap()["plain"][1], 2);
+        assert_eq!(object_lossy("[1]"), None);
+        assert_eq!(object_lossy("not json"), None);
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(object_lossy(&deep), None);
     }
 }

@@ -881,3 +881,46 @@ fn failures_spread_over_two_hours_delivered_at_once_are_no_burst() {
     assert!(by_ip[spread].contains("stale"), "{by_ip:?}");
     assert!(!by_ip[spread].contains("sent"), "{by_ip:?}");
 }
+
+/// Issue 11 item 6: an event whose other fields hold what serde_json refuses
+/// (`1e400`, a lone surrogate escape) still signals its attacker; it used to be
+/// dropped silently, a way to evade the reporter.
+#[test]
+fn values_serde_json_refuses_do_not_hide_an_attacker() {
+    let sim = sim();
+    let bootstrap = kafka();
+    let t = topics(&bootstrap, "hostile");
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let text = config(&t, &sim, dir.path(), &audit_path, 5, None)
+        .replace("        format: text\n", "        format: auto\n");
+    assert!(text.contains("format: auto"));
+    let cfg = write_config(dir.path(), "c.yaml", &text);
+    let mut lines = Vec::new();
+    for (ip, extra) in [
+        ("218.92.0.210", r#""n":1e400"#),
+        ("218.92.0.211", r#""who":"\ud800""#),
+    ] {
+        for n in 0..5 {
+            let line = String::from_utf8(sshd_line(ip, n)).unwrap();
+            let event = format!(
+                r#"{{"message":{},{extra}}}"#,
+                serde_json::Value::String(line)
+            );
+            lines.push(((n % 2) as i32, None, event.into_bytes()));
+        }
+    }
+    produce(&bootstrap, &t.raw, lines);
+    let mut p = Proc::run(&cfg, &dir.path().join("p.log"));
+    wait(Duration::from_secs(120), "2 reports", || {
+        sim.reports().len() >= 2
+    });
+    assert_eq!(p.terminate(Duration::from_secs(20)), Some(0));
+    assert_eq!(
+        reported(&sim),
+        BTreeMap::from([
+            ("218.92.0.210".to_string(), 1),
+            ("218.92.0.211".to_string(), 1)
+        ])
+    );
+}

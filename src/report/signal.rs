@@ -60,6 +60,7 @@ pub async fn run(
         topic: settings.signals_topic.clone(),
         ipv6_prefix: settings.ipv6_prefix,
         event_time_field: settings.event_time_field.clone(),
+        metrics: metrics.clone(),
         reporter: &settings.name,
     };
     let reporter = settings.name.as_str();
@@ -117,6 +118,7 @@ struct Signals<'a> {
     /// The decision book's key ([`crate::report::state::Book::key`]): one IPv6
     /// network's signals reach one owner.
     ipv6_prefix: u8,
+    metrics: ReportMetrics,
     /// Path of the event-time field, if configured.
     event_time_field: Option<Vec<String>>,
     reporter: &'a str,
@@ -138,10 +140,12 @@ impl Signals<'_> {
     fn on_event(&self, msg: &BorrowedMessage<'_>) -> Pending {
         let topic: Arc<str> = Arc::from(msg.topic());
         let position = (topic, msg.partition(), msg.offset());
-        let event: Option<serde_json::Value> = msg
+        // As tolerant as the pipeline that wrote the event: a value serde_json
+        // refuses (`1e400`, a lone surrogate) must not hide the event's attacker.
+        let event = msg
             .payload()
-            .and_then(|p| serde_json::from_slice(p).ok())
-            .filter(serde_json::Value::is_object);
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .and_then(crate::event::object_lossy);
         let now = self.clock.now_ms();
         let at_ms = event
             .as_ref()
@@ -160,12 +164,13 @@ impl Signals<'_> {
                 at_ms,
             ),
             None => {
-                debug!(
+                warn!(
                     reporter = self.reporter,
                     partition = position.1,
                     offset = position.2,
                     "not a json object, skipped"
                 );
+                self.metrics.skipped(self.reporter);
                 Vec::new()
             }
         };

@@ -32,6 +32,8 @@ pub mod names {
     pub const DECISIONS: &str = "ipenrich_report_decisions_total";
     /// Signals produced by the signal stage, by reporter.
     pub const SIGNALS: &str = "ipenrich_report_signals_total";
+    /// Input events the signal stage could not evaluate (no JSON object), by reporter.
+    pub const SKIPPED: &str = "ipenrich_report_events_skipped_total";
 }
 
 /// What became of a signal.
@@ -87,6 +89,7 @@ impl Outcome {
 pub struct ReportMetrics {
     decisions: IntCounterVec,
     signals: IntCounterVec,
+    skipped: IntCounterVec,
 }
 
 impl ReportMetrics {
@@ -103,9 +106,21 @@ impl ReportMetrics {
             ),
             &["reporter"],
         )?;
+        let skipped = IntCounterVec::new(
+            Opts::new(
+                names::SKIPPED,
+                "Input events the signal stage could not evaluate (no JSON object)",
+            ),
+            &["reporter"],
+        )?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(signals.clone()))?;
-        Ok(Self { decisions, signals })
+        registry.register(Box::new(skipped.clone()))?;
+        Ok(Self {
+            decisions,
+            signals,
+            skipped,
+        })
     }
 
     /// Counts a decision.
@@ -113,6 +128,11 @@ impl ReportMetrics {
         self.decisions
             .with_label_values(&[reporter, outcome.as_str()])
             .inc();
+    }
+
+    /// Counts an input event that could not be evaluated.
+    pub fn skipped(&self, reporter: &str) {
+        self.skipped.with_label_values(&[reporter]).inc();
     }
 
     /// Counts produced signals.
