@@ -148,8 +148,9 @@ pub type PermitFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Se
 /// "each report consumes one unit of your hourly /api/v1/lookup quota"). The lookup
 /// engine's shared limiter implements it, so reports and lookups share one bucket.
 pub trait Permits: Send + Sync {
-    /// Waits for a permit; an error means the budget is gone for the period.
-    fn acquire(&self) -> PermitFuture<'_>;
+    /// Waits for a permit at most `within`; an error means none came in time (or
+    /// the budget is gone for the period).
+    fn acquire(&self, within: Duration) -> PermitFuture<'_>;
     /// Tells the budget the provider answered 429 (pauses lookups too).
     fn rate_limited(&self, retry_after: Option<Duration>);
 }
@@ -157,11 +158,12 @@ pub trait Permits: Send + Sync {
 /// The lookup engine's shared limiter of the ipinsights key: a report is one request
 /// and one unit, and a 429 on a report pauses the lookups of the key too.
 impl Permits for crate::lookup::rate_limit::RateLimiter {
-    fn acquire(&self) -> PermitFuture<'_> {
+    fn acquire(&self, within: Duration) -> PermitFuture<'_> {
         Box::pin(async move {
-            crate::lookup::rate_limit::RateLimiter::acquire(self, 1, 1)
+            self.acquire_within(1, 1, within)
                 .await
-                .map_err(|e| e.to_string())
+                .map(drop)
+                .map_err(|d| format!("{:?} for another {:?}", d.reason, d.wait))
         })
     }
 
@@ -287,6 +289,12 @@ pub struct Submitter {
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Longest single wait; a longer pause is sat out in pieces so shutdown stays prompt.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest one report may hold the decision loop, waits for permits and retries
+/// included: well under the consumer's `max.poll.interval.ms` (300 s), so a long
+/// quota pause never costs the group its partitions. A report that cannot go out
+/// in time fails retryably (its ledger entry undone; the IP's next signal decides
+/// again).
+pub const MAX_SEND_TIME: Duration = Duration::from_secs(60);
 
 impl Submitter {
     /// A submitter on `client`, drawing from `permits`.
@@ -300,13 +308,15 @@ impl Submitter {
 
     /// Sends one report; `stop` interrupts waits.
     pub async fn send(&self, request: &ReportRequest, stop: &mut watch::Receiver<bool>) -> Sent {
+        let deadline = tokio::time::Instant::now() + MAX_SEND_TIME;
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
         let mut attempt = 0;
         loop {
             attempt += 1;
             tokio::select! {
-                permit = self.permits.acquire() => {
+                permit = self.permits.acquire(left()) => {
                     if let Err(error) = permit {
-                        return Sent::Failed { error: format!("no ipinsights budget: {error}"), retryable: true };
+                        return Sent::Failed { error: format!("no ipinsights permit within {MAX_SEND_TIME:?}: {error}"), retryable: true };
                     }
                 }
                 _ = stopped(stop) => return Sent::Stopped,
@@ -329,7 +339,7 @@ impl Submitter {
                     }
                 }
             };
-            if attempt >= self.max_attempts {
+            if attempt >= self.max_attempts || wait > left() {
                 return Sent::Failed {
                     error: error.to_string(),
                     retryable: true,
@@ -367,7 +377,7 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 pub struct NoLimit;
 
 impl Permits for NoLimit {
-    fn acquire(&self) -> PermitFuture<'_> {
+    fn acquire(&self, _within: Duration) -> PermitFuture<'_> {
         Box::pin(async { Ok(()) })
     }
 
