@@ -133,6 +133,11 @@ pub struct ReporterConfig {
     /// count; older ones are audited `stale` and never count. Default 0.
     #[serde(default, with = "humantime_serde")]
     pub allowed_lateness: Duration,
+    /// Most attackers (IPs, IPv6 networks) a decision replica keeps in memory; past
+    /// it the least recently signalled is forgotten (its reports still count
+    /// against the day's cap). Default 1,000,000.
+    #[serde(default = "default_max_tracked")]
+    pub max_tracked: usize,
     /// IPv6 attackers are one attacker per network of this many bits (default 64):
     /// counted, reported and cooled down together, whichever address they use.
     #[serde(default = "default_ipv6_prefix")]
@@ -167,6 +172,12 @@ fn default_cooldown() -> Duration {
 /// day leaves most of a small plan to lookups.
 fn default_daily_cap() -> u32 {
     500
+}
+
+/// A million attackers of ~200 bytes each: ~200 MB at worst, far more than a
+/// day of real attacks.
+fn default_max_tracked() -> usize {
+    1_000_000
 }
 
 /// A /64 is what one subscriber or one server gets; rotating through it is one attacker.
@@ -402,6 +413,7 @@ pub struct ReporterSettings {
     pub cooldown: Duration,
     pub daily_cap: u32,
     pub ipv6_prefix: u8,
+    pub max_tracked: usize,
     /// Path segments of `event_time_field`.
     pub event_time_field: Option<Vec<String>>,
     pub allowed_lateness: Duration,
@@ -489,6 +501,9 @@ impl ReporterConfig {
         }
         if self.max_attempts == 0 {
             problems.push(("max_attempts".into(), "must be at least 1".into()));
+        }
+        if self.max_tracked == 0 {
+            problems.push(("max_tracked".into(), "must be at least 1".into()));
         }
         if !(16..=128).contains(&self.ipv6_prefix) {
             problems.push((
@@ -580,6 +595,7 @@ impl ReporterConfig {
             cooldown: self.cooldown,
             daily_cap: self.daily_cap,
             ipv6_prefix: self.ipv6_prefix,
+            max_tracked: self.max_tracked,
             event_time_field: self
                 .event_time_field
                 .as_ref()

@@ -17,9 +17,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 use super::rules::Signal;
@@ -138,7 +140,7 @@ struct Policy {
 
 /// The state of the IPs of the partitions this consumer owns.
 pub struct Book {
-    policies: HashMap<String, Policy>,
+    policies: HashMap<String, std::sync::Arc<Policy>>,
     allow_list: Vec<IpNet>,
     cooldown_ms: u64,
     /// How much older than its rule's `findtime` a signal may be and still count.
@@ -148,8 +150,21 @@ pub struct Book {
     partitions: u32,
     ipv6_prefix: u8,
     dry_run: bool,
-    /// By [`Book::key`]: the address, or an IPv6 address's network.
-    ips: HashMap<IpAddr, (i32, IpState)>,
+    /// By [`Book::key`]: the address, or an IPv6 address's network; at most
+    /// `max_tracked`, least recently signalled first out.
+    ips: LruCache<IpAddr, (i32, IpState)>,
+    /// Reports that count in this mode, by partition and UTC day: kept as the
+    /// ledger changes, so the cap costs no scan, and a forgotten attacker's
+    /// report still counts.
+    days: HashMap<(i32, u64), u32>,
+}
+
+/// The UTC day a state's report counts on in this mode (a dry run counts dry-run
+/// and real reports, a real run only real ones).
+fn counted_day(dry_run: bool, s: &IpState) -> Option<u64> {
+    s.last_report
+        .filter(|_| dry_run || !s.last_report_dry_run)
+        .map(|t| t / DAY_MS)
 }
 
 impl Book {
@@ -162,14 +177,14 @@ impl Book {
                 .map(|r| {
                     (
                         r.name.clone(),
-                        Policy {
+                        std::sync::Arc::new(Policy {
                             maxretry: r.maxretry.max(1) as usize,
                             findtime_ms: r.findtime.as_millis() as u64,
                             findtime: r.findtime,
                             min_threat_score: r.min_threat_score,
                             categories: r.categories.clone(),
                             source: r.source,
-                        },
+                        }),
                     )
                 })
                 .collect(),
@@ -180,7 +195,32 @@ impl Book {
             partitions: 1,
             ipv6_prefix: settings.ipv6_prefix,
             dry_run: settings.dry_run,
-            ips: HashMap::new(),
+            ips: LruCache::new(
+                NonZeroUsize::new(settings.max_tracked).unwrap_or(NonZeroUsize::MIN),
+            ),
+            days: HashMap::new(),
+        }
+    }
+
+    /// Moves the day counts from `old` (a state that was) to `new` (what is now).
+    fn recount(&mut self, partition: i32, old: Option<&IpState>, new: Option<&IpState>) {
+        if let Some(day) = old.and_then(|s| counted_day(self.dry_run, s)) {
+            if let Some(n) = self.days.get_mut(&(partition, day)) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        if let Some(day) = new.and_then(|s| counted_day(self.dry_run, s)) {
+            *self.days.entry((partition, day)).or_default() += 1;
+        }
+    }
+
+    /// Holds `state` under `key`; a least recently used other attacker may go.
+    fn put(&mut self, key: IpAddr, partition: i32, state: IpState) {
+        self.recount(partition, None, Some(&state));
+        if let Some((k, (p, old))) = self.ips.push(key, (partition, state)) {
+            if k == key {
+                self.recount(p, Some(&old), None);
+            }
         }
     }
 
@@ -205,7 +245,7 @@ impl Book {
 
     /// The state of one attacker (by any of its addresses), if any.
     pub fn state(&self, ip: &IpAddr) -> Option<&IpState> {
-        self.ips.get(&self.key(*ip)).map(|(_, s)| s)
+        self.ips.peek(&self.key(*ip)).map(|(_, s)| s)
     }
 
     /// Number of IPs held.
@@ -222,18 +262,27 @@ impl Book {
     pub fn restore(&mut self, partition: i32, ip: IpAddr, state: Option<IpState>) {
         let ip = self.key(ip);
         match state {
-            Some(s) => {
-                self.ips.insert(ip, (partition, s));
-            }
+            Some(s) => self.put(ip, partition, s),
             None => {
-                self.ips.remove(&ip);
+                if let Some((p, old)) = self.ips.pop(&ip) {
+                    self.recount(p, Some(&old), None);
+                }
             }
         }
     }
 
     /// Forgets the IPs of a partition this consumer no longer owns.
     pub fn drop_partition(&mut self, partition: i32) {
-        self.ips.retain(|_, (p, _)| *p != partition);
+        let gone: Vec<IpAddr> = self
+            .ips
+            .iter()
+            .filter(|(_, (p, _))| *p == partition)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in gone {
+            self.ips.pop(&ip);
+        }
+        self.days.retain(|(p, _), _| *p != partition);
     }
 
     /// True when `ip` is in the allow-list (IPv4-mapped and NAT64 IPv6 are matched
@@ -253,7 +302,7 @@ impl Book {
         if self.allow_listed(ip) {
             return (Verdict::AllowListed, false);
         }
-        let Some(policy) = self.policies.get(&signal.rule) else {
+        let Some(policy) = self.policies.get(&signal.rule).cloned() else {
             return (Verdict::BelowThreshold { count: 0 }, false);
         };
         // Event time: a backlog or a replay is not an attack happening now.
@@ -266,10 +315,14 @@ impl Book {
         }
         let reports_today = self.reports_in(partition, now_ms);
         let cap = self.cap_of(partition);
-        let (slot, state) = self
-            .ips
-            .entry(self.key(ip))
-            .or_insert_with(|| (partition, IpState::default()));
+        let key = self.key(ip);
+        if !self.ips.contains(&key) {
+            self.put(key, partition, IpState::default());
+        }
+        let dry_run = self.dry_run;
+        let Some((slot, state)) = self.ips.get_mut(&key) else {
+            return (Verdict::BelowThreshold { count: 0 }, false);
+        };
         *slot = partition;
         let hits = state.hits.entry(signal.rule.clone()).or_default();
         let mut dirty = false;
@@ -314,10 +367,11 @@ impl Book {
         }
         let previous = state.clone();
         state.last_report = Some(now_ms);
-        state.last_report_dry_run = self.dry_run;
+        state.last_report_dry_run = dry_run;
         // As fail2ban resets the failure count on a ban: after the cooldown a fresh
         // `maxretry` signals are needed.
         state.hits.clear();
+        let current = state.clone();
         let candidate = Candidate {
             // The peer a NAT64 or IPv4-mapped address carries is who is reported.
             ip: canonical(ip),
@@ -330,6 +384,7 @@ impl Book {
             sample: state.sample.clone(),
             previous,
         };
+        self.recount(partition, Some(&candidate.previous), Some(&current));
         (Verdict::Report(Box::new(candidate)), true)
     }
 
@@ -337,33 +392,29 @@ impl Book {
     /// ledger entry goes and the counted signals come back.
     pub fn revert(&mut self, candidate: &Candidate) {
         let key = self.key(candidate.ip);
-        if let Some((_, s)) = self.ips.get_mut(&key) {
-            *s = candidate.previous.clone();
+        if let Some((p, s)) = self.ips.get_mut(&key) {
+            let (p, undone) = (*p, std::mem::replace(s, candidate.previous.clone()));
+            self.recount(p, Some(&undone), Some(&candidate.previous));
         }
     }
 
     /// Reports made in the UTC day of `now_ms` that count in this mode (a dry run
     /// counts dry-run and real ones, a real run only real ones).
     pub fn reports_today(&self, now_ms: u64) -> u32 {
-        self.count_today(now_ms, |_| true)
+        let today = now_ms / DAY_MS;
+        self.days
+            .iter()
+            .filter(|((_, day), _)| *day == today)
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     /// As [`Book::reports_today`], in one partition: what its share is spent on.
     pub fn reports_in(&self, partition: i32, now_ms: u64) -> u32 {
-        self.count_today(now_ms, |p| p == partition)
-    }
-
-    fn count_today(&self, now_ms: u64, partition: impl Fn(i32) -> bool) -> u32 {
-        let today = now_ms / DAY_MS;
-        self.ips
-            .values()
-            .filter(|(p, s)| {
-                partition(*p)
-                    && s.last_report.is_some_and(|t| {
-                        t / DAY_MS == today && (self.dry_run || !s.last_report_dry_run)
-                    })
-            })
-            .count() as u32
+        self.days
+            .get(&(partition, now_ms / DAY_MS))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Forgets IPs with no signal within any findtime and no ledger entry that still
@@ -377,18 +428,25 @@ impl Book {
             .unwrap_or(0);
         let cooldown = self.cooldown_ms;
         let today = now_ms / DAY_MS;
-        let mut gone = Vec::new();
-        self.ips.retain(|ip, (p, s)| {
-            let live_hits = s.hits.values().flatten().any(|h| h.at + longest >= now_ms);
-            let ledger = s
-                .last_report
-                .is_some_and(|t| t / DAY_MS == today || now_ms.saturating_sub(t) < cooldown);
-            let keep = live_hits || ledger;
-            if !keep {
-                gone.push((*p, *ip));
+        let gone: Vec<(i32, IpAddr)> = self
+            .ips
+            .iter()
+            .filter(|(_, (_, s))| {
+                let live_hits = s.hits.values().flatten().any(|h| h.at + longest >= now_ms);
+                let ledger = s
+                    .last_report
+                    .is_some_and(|t| t / DAY_MS == today || now_ms.saturating_sub(t) < cooldown);
+                !(live_hits || ledger)
+            })
+            .map(|(ip, (p, _))| (*p, *ip))
+            .collect();
+        for (_, ip) in &gone {
+            if let Some((p, old)) = self.ips.pop(ip) {
+                self.recount(p, Some(&old), None);
             }
-            keep
-        });
+        }
+        // Past days' counts are no longer asked for.
+        self.days.retain(|(_, day), n| *day >= today && *n > 0);
         gone
     }
 }
@@ -711,6 +769,55 @@ mod tests {
         };
         assert_eq!(c.ip, "45.9.24.1".parse::<IpAddr>().unwrap());
         assert_eq!(b.len(), 1);
+    }
+
+    /// Issue 11 item 7: spraying addresses cannot grow the book past `max_tracked`,
+    /// and a forgotten attacker's report still counts against the day's cap.
+    #[tokio::test(start_paused = true)]
+    async fn the_book_is_bounded_and_forgetting_keeps_the_count() {
+        let mut b = Book::new(&settings("max_tracked: 3\ndaily_cap: 2\n"));
+        let now = Clock::starting_at(T0).now_ms();
+        let attack = |b: &mut Book, ip: &str, id: u64| {
+            (0..3)
+                .map(|k| b.on_signal(0, &sig(ip, "sshd", now, id * 10 + k), now).0)
+                .last()
+                .unwrap()
+        };
+        assert!(is_report(&attack(&mut b, "45.9.25.1", 1)));
+        // A spray of 1,000 networks, one signal each: the book keeps 3.
+        for n in 0..1_000u64 {
+            let ip = format!("2a01:4f8:{:x}:1::1", n);
+            b.on_signal(0, &sig(&ip, "sshd", now, 100_000 + n), now);
+            assert!(b.len() <= 3);
+        }
+        assert!(
+            b.state(&"45.9.25.1".parse().unwrap()).is_none(),
+            "forgotten"
+        );
+        assert_eq!(b.reports_today(now), 1, "its report still counts");
+        assert!(is_report(&attack(&mut b, "45.9.25.2", 2)));
+        assert_eq!(attack(&mut b, "45.9.25.3", 3), Verdict::Capped);
+        // Revert and restore keep the count right.
+        let mut c = Book::new(&settings("daily_cap: 5\n"));
+        let Verdict::Report(cand) = attack(&mut c, "45.9.25.4", 4) else {
+            panic!()
+        };
+        assert_eq!(c.reports_in(0, now), 1);
+        c.revert(&cand);
+        assert_eq!(c.reports_in(0, now), 0);
+        let reported = IpState {
+            last_report: Some(now),
+            ..IpState::default()
+        };
+        c.restore(1, "45.9.25.5".parse().unwrap(), Some(reported.clone()));
+        c.restore(1, "45.9.25.5".parse().unwrap(), Some(reported));
+        assert_eq!(
+            c.reports_in(1, now),
+            1,
+            "a record restored twice counts once"
+        );
+        c.restore(1, "45.9.25.5".parse().unwrap(), None);
+        assert_eq!(c.reports_in(1, now), 0);
     }
 
     /// The cap's shares add up to the cap, the remainder on the lowest partitions.
