@@ -12,7 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    bin, consume, create_topics, kafka, produce, produce_at, root, unique, write_config, Proc,
+    bin, consume, create_topics, kafka, produce, produce_at, root, strip_ansi, unique,
+    write_config, Proc,
 };
 use ipenrich::report::rules::RuleSet;
 use ipenrich::report::state::{Book, Verdict};
@@ -923,4 +924,127 @@ fn values_serde_json_refuses_do_not_hide_an_attacker() {
             ("218.92.0.211".to_string(), 1)
         ])
     );
+}
+
+/// Audit records that parse (a SIGKILL may cut the last line short).
+fn audit_lenient(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Issue 11, acceptance 3: 22 SIGKILLs at random points while 50 IPs are being
+/// reported, the provider taking 1 s before it records a report and 1 s more before
+/// it answers (so kills land between the outbox write and the report taking effect,
+/// and between that and its confirmation), and failing every report (500) for the
+/// first 8 of them: no IP is reported twice (a
+/// provider `400 duplicate` is no second report), and every IP is reported or
+/// audited `lost`.
+#[test]
+fn sigkills_while_reporting_repeat_no_report_and_lose_none() {
+    let sim = sim();
+    let faults = |server_error_rate: f64| {
+        let mut slow = SimConfig::default();
+        slow.ipinsights.faults.latency_ms = 1_000;
+        slow.ipinsights.faults.answer_latency_ms = 1_000;
+        slow.ipinsights.faults.server_error_rate = server_error_rate;
+        sim.handle.set_config(slow).unwrap();
+    };
+    // The provider fails every report for the first 8 lives: what was decided then
+    // must still go out once it recovers.
+    faults(1.0);
+    let bootstrap = kafka();
+    let t = topics(&bootstrap, "kill");
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let cfg = write_config(
+        dir.path(),
+        "c.yaml",
+        &config(&t, &sim, dir.path(), &audit_path, 5, None),
+    );
+    let ips: Vec<String> = (0..50).map(|i| format!("218.92.1.{}", 10 + i)).collect();
+    produce(
+        &bootstrap,
+        &t.raw,
+        stream(&ips.iter().map(|ip| (ip.clone(), 5)).collect::<Vec<_>>()),
+    );
+    let mut seed = 0x5EED_0011_u64;
+    let mut kills = 0;
+    for round in 0..22 {
+        if round == 8 {
+            faults(0.0);
+        }
+        let mut p = Proc::run(&cfg, &dir.path().join(format!("p{round}.log")));
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(3_000 + seed % 6_000));
+        p.kill();
+        kills += 1;
+    }
+    let mut last = Proc::run(&cfg, &dir.path().join("last.log"));
+    let settled = |sim: &Sim| {
+        let reported = reported(sim);
+        let lost: BTreeSet<String> = audit_lenient(&audit_path)
+            .iter()
+            .filter(|r| r["outcome"] == "lost")
+            .map(|r| r["ip"].as_str().unwrap().to_string())
+            .collect();
+        (reported, lost)
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (reported, lost) = settled(&sim);
+        let missing: Vec<&String> = ips
+            .iter()
+            .filter(|ip| !reported.contains_key(*ip) && !lost.contains(*ip))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.path().join("last.log")).unwrap_or_default();
+            let audit: Vec<String> = audit_lenient(&audit_path)
+                .iter()
+                .filter(|r| missing.iter().any(|ip| r["ip"] == ip.as_str()))
+                .map(|r| r.to_string())
+                .collect();
+            panic!(
+                "neither reported nor lost: {missing:?}\naudit: {audit:#?}\nlast log:\n{}",
+                strip_ansi(&log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Whatever is still in flight settles.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(last.terminate(Duration::from_secs(20)), Some(0));
+    let (reported, lost) = settled(&sim);
+    let requests = sim.report_requests();
+    let outcomes: BTreeMap<String, usize> =
+        audit_lenient(&audit_path)
+            .iter()
+            .fold(BTreeMap::new(), |mut m, r| {
+                *m.entry(r["outcome"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+                m
+            });
+    println!(
+        "{kills} SIGKILLs: {} IPs reported, {} lost, {requests} report requests ({} refused as duplicates or not answered); audit outcomes {outcomes:?}",
+        reported.len(),
+        lost.len(),
+        requests - reported.values().sum::<usize>() as u64,
+    );
+    assert!(
+        reported.values().all(|n| *n == 1),
+        "reported twice: {reported:?}"
+    );
+    for ip in &ips {
+        assert!(
+            reported.contains_key(ip) || lost.contains(ip),
+            "{ip} neither reported nor audited lost"
+        );
+    }
 }

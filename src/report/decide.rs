@@ -38,6 +38,15 @@ use crate::secret::Secret;
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often IPs with nothing left to remember are dropped (and tombstoned).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often the outbox is sent again (and owned partitions not yet restored are).
+const RESEND_EVERY: Duration = Duration::from_secs(5);
+/// Most outbox reports sent again per round, so signals keep being decided.
+const RESEND_PER_TICK: usize = 20;
+/// A resend round starts no send after this long.
+const RESEND_ROUND: Duration = Duration::from_secs(20);
+/// ipinsights refuses a second report of an address within 15 minutes as a
+/// duplicate (ipinsights-api.txt): the outbox is sent again only within it.
+const DUPLICATE_WINDOW_MS: u64 = 15 * 60 * 1000;
 
 /// Reads changelog partitions back.
 struct Restorer {
@@ -224,6 +233,27 @@ impl Owned {
     /// its first signal). `Ok(false)`: no longer owned, leave the signal to the next
     /// owner. A failed restore stops the stage: deciding without the ledger could
     /// repeat reports.
+    /// Restores every assigned partition not restored yet, so a new owner finds
+    /// (and sends again) its partitions' outbox without waiting for a signal.
+    async fn restore_all(
+        &mut self,
+        restorer: &Arc<Restorer>,
+        book: &Mutex<Book>,
+        reporter: &str,
+    ) -> Result<(), ReportError> {
+        self.update(book);
+        let waiting: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, restored)| !**restored)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in waiting {
+            self.ready(p, restorer, book, reporter).await?;
+        }
+        Ok(())
+    }
+
     async fn ready(
         &mut self,
         partition: i32,
@@ -342,6 +372,8 @@ pub async fn run(
     };
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resend = tokio::time::interval(RESEND_EVERY);
+    resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut decisions = 0u64;
     info!(reporter, topic = %settings.signals_topic, dry_run = settings.dry_run, "decision stage running");
     loop {
@@ -350,6 +382,14 @@ pub async fn run(
             _ = stopped(&mut stop) => break,
             _ = sweep.tick() => {
                 decider.sweep(&mut owned).await?;
+                continue;
+            }
+            _ = resend.tick() => {
+                owned.restore_all(&restorer, &decider.book, reporter).await?;
+                for record in decider.resend(&mut stop).await? {
+                    audit.write(&record).await?;
+                    metrics.decision(reporter, record.outcome);
+                }
                 continue;
             }
             msg = consumer.recv() => msg,
@@ -527,20 +567,7 @@ impl Decider<'_> {
         if dirty {
             self.write(partition, key, snapshot.as_ref()).await?;
         }
-        let mut record = AuditRecord {
-            at_ms: now,
-            reporter: self.settings.name.clone(),
-            ip: signal.ip,
-            outcome: Outcome::BelowThreshold,
-            rule: signal.rule.clone(),
-            count: None,
-            categories: Vec::new(),
-            source: None,
-            comment: None,
-            report_id: None,
-            error: None,
-            dry_run: self.settings.dry_run,
-        };
+        let mut record = self.audit_record(now, signal.ip, &signal.rule);
         record.outcome = match verdict {
             Verdict::NotPublic => Outcome::NotPublic,
             Verdict::AllowListed => Outcome::AllowListed,
@@ -579,28 +606,132 @@ impl Decider<'_> {
             info!(reporter, rule = %c.rule, count = c.count, "dry run: would report");
             return Ok(Some(Outcome::DryRun));
         };
+        let key = self.book.lock().expect("book lock").key(c.ip);
         Ok(Some(match s.send(&request, stop).await {
             Sent::Accepted(id) => {
+                self.settle(key, Some(id)).await?;
                 record.report_id = Some(id);
                 self.sent += 1;
                 Outcome::Sent
             }
-            Sent::Duplicate => Outcome::Deduplicated,
-            Sent::Failed { error, retryable } => {
-                warn!(reporter, rule = %c.rule, %error, retryable, "report failed");
-                if retryable {
-                    self.revert(c, partition).await?;
-                }
+            Sent::Duplicate => {
+                self.settle(key, None).await?;
+                Outcome::Deduplicated
+            }
+            Sent::Failed {
+                error,
+                retryable: true,
+            } => {
+                // Maybe accepted (a timeout), maybe not: the outbox keeps it, and
+                // it is sent again within the provider's duplicate window.
+                warn!(reporter, rule = %c.rule, %error, "report not confirmed; kept in the outbox");
+                record.error = Some(format!(
+                    "{error}; kept in the outbox, sent again within 15 minutes"
+                ));
+                Outcome::Failed
+            }
+            Sent::Failed {
+                error,
+                retryable: false,
+            } => {
+                warn!(reporter, rule = %c.rule, %error, "report refused");
+                self.revert(c, partition).await?;
                 record.error = Some(error);
                 Outcome::Failed
             }
-            Sent::Stopped => {
-                // Not sent: undo and leave the offset unstored, so the
-                // next owner decides this signal again.
-                self.revert(c, partition).await?;
-                return Ok(None);
-            }
+            // Not confirmed: the outbox keeps it for whoever owns the partition
+            // next, and the offset stays unstored.
+            Sent::Stopped => return Ok(None),
         }))
+    }
+
+    /// An audit record of a decision on `ip` by `rule` at `now`, outcome to fill in.
+    fn audit_record(&self, now: u64, ip: IpAddr, rule: &str) -> AuditRecord {
+        AuditRecord {
+            at_ms: now,
+            reporter: self.settings.name.clone(),
+            ip,
+            outcome: Outcome::BelowThreshold,
+            rule: rule.to_owned(),
+            count: None,
+            categories: Vec::new(),
+            source: None,
+            comment: None,
+            report_id: None,
+            error: None,
+            dry_run: self.settings.dry_run,
+        }
+    }
+
+    /// Empties `key`'s outbox in the book and the changelog.
+    async fn settle(&self, key: IpAddr, report_id: Option<u64>) -> Result<(), ReportError> {
+        let settled = self.book.lock().expect("book lock").settle(key, report_id);
+        match settled {
+            Some((partition, state)) => self.write(partition, key, Some(&state)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the reports of the outbox again (after a crash, a timeout or a new
+    /// owner's restore) while the provider's duplicate window is open, so a copy it
+    /// already has is refused as a duplicate, never reported twice; a report past
+    /// the window is given up and audited `lost`. At most [`RESEND_PER_TICK`] sends.
+    async fn resend(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Vec<AuditRecord>, ReportError> {
+        let mut out = Vec::new();
+        let Some(submitter) = &self.submitter else {
+            return Ok(out);
+        };
+        let pending = self.book.lock().expect("book lock").pending();
+        let started = tokio::time::Instant::now();
+        for (_, key, p) in pending.into_iter().take(RESEND_PER_TICK) {
+            // Signals wait meanwhile: a round ends after RESEND_ROUND (each send is
+            // bounded by MAX_SEND_TIME), and at the first send still failing.
+            if started.elapsed() > RESEND_ROUND {
+                break;
+            }
+            let now = self.clock.now_ms();
+            let c = p.candidate();
+            let mut record = self.audit_record(now, c.ip, &c.rule);
+            let request = request(self.settings, &c);
+            record.count = Some(c.count);
+            record.categories = request.categories.clone();
+            record.source = request.source;
+            record.comment = request.comment.clone();
+            if now.saturating_sub(p.since_ms) >= DUPLICATE_WINDOW_MS {
+                self.settle(key, None).await?;
+                record.outcome = Outcome::Lost;
+                record.error = Some("not confirmed within the provider's 15-minute duplicate window: not sent again".into());
+                out.push(record);
+                continue;
+            }
+            record.outcome = match submitter.send(&request, stop).await {
+                Sent::Accepted(id) => {
+                    self.settle(key, Some(id)).await?;
+                    record.report_id = Some(id);
+                    self.sent += 1;
+                    Outcome::Sent
+                }
+                Sent::Duplicate => {
+                    self.settle(key, None).await?;
+                    Outcome::Deduplicated
+                }
+                Sent::Failed { error, retryable } => {
+                    if retryable {
+                        debug!(reporter = %self.settings.name, ip = %c.ip, %error, "outbox report still not confirmed");
+                        break;
+                    }
+                    self.settle(key, None).await?;
+                    record.error = Some(error);
+                    Outcome::Failed
+                }
+                Sent::Stopped => break,
+            };
+            out.push(record);
+        }
+        Ok(out)
     }
 
     /// Undoes a report's ledger entry, in the book and the changelog.

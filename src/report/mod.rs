@@ -31,9 +31,16 @@
 //!    on a blocking thread before it decides the partition's first signal, and skips
 //!    the signals of a partition already revoked. A state change is acknowledged by the broker
 //!    before the signal's offset is stored, and a report's ledger entry is written
-//!    *before* the report is sent: a SIGKILL at any point repeats no report (at worst
-//!    one is lost), and an IP whose signals came from two replicas still adds up to
-//!    its threshold. Signal ids make re-read signals count once. The Kafka Streams
+//!    *before* the report is sent, with the report itself in the IP's outbox
+//!    ([`state::Pending`]); the outbox is emptied when the provider accepts the
+//!    report or says it has it already (400 duplicate). A report not confirmed (a
+//!    timeout, a SIGKILL mid-send, a shutdown) stays in the outbox and is sent again
+//!    (by this replica every few seconds, or by the partition's next owner after its
+//!    restore) while the provider's 15-minute duplicate window is open, where a copy
+//!    it already has is refused instead of reported twice; past the window it is
+//!    given up and audited `lost`. So a SIGKILL at any point repeats no report and
+//!    loses none silently, and an IP whose signals came from two replicas still adds
+//!    up to its threshold. Signal ids make re-read signals count once. The Kafka Streams
 //!    pattern (repartition topic + changelog-backed state store) without the JVM.
 //! 3. **Submitter** ([`submit`]): draws a permit from the ipinsights budget shared
 //!    with lookups ([`submit::Permits`]), retries 429 after the pause, treats a 400

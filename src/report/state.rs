@@ -91,6 +91,49 @@ pub struct IpState {
     /// Latest redacted sample, for the comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample: Option<String>,
+    /// The outbox: the last report, decided and written but not yet known to be
+    /// accepted. Cleared when the provider accepts it (or says it already has it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<Pending>,
+    /// The provider's id of the last report accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_id: Option<u64>,
+}
+
+/// A report in the outbox: what is needed to send it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// When it was decided, ms since the epoch: it is sent again only within the
+    /// provider's 15-minute duplicate window from then, where a second copy is
+    /// refused as a duplicate instead of reported twice.
+    pub since_ms: u64,
+    pub ip: IpAddr,
+    pub rule: String,
+    pub categories: Vec<ReportCategory>,
+    pub source: ReportSource,
+    pub count: usize,
+    pub findtime_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threat_score: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<String>,
+}
+
+impl Pending {
+    /// The report again, as a candidate (nothing to revert to).
+    pub fn candidate(&self) -> Candidate {
+        Candidate {
+            ip: self.ip,
+            rule: self.rule.clone(),
+            categories: self.categories.clone(),
+            source: self.source,
+            count: self.count,
+            findtime: Duration::from_millis(self.findtime_ms),
+            threat_score: self.threat_score,
+            sample: self.sample.clone(),
+            previous: IpState::default(),
+        }
+    }
 }
 
 /// A report to make.
@@ -157,6 +200,8 @@ pub struct Book {
     /// ledger changes, so the cap costs no scan, and a forgotten attacker's
     /// report still counts.
     days: HashMap<(i32, u64), u32>,
+    /// Keys whose state has a report in the outbox, and their partition.
+    outbox: HashMap<IpAddr, i32>,
 }
 
 /// The UTC day a state's report counts on in this mode (a dry run counts dry-run
@@ -199,7 +244,40 @@ impl Book {
                 NonZeroUsize::new(settings.max_tracked).unwrap_or(NonZeroUsize::MIN),
             ),
             days: HashMap::new(),
+            outbox: HashMap::new(),
         }
+    }
+
+    /// Keeps the outbox index in step with `key`'s state.
+    fn index(&mut self, key: IpAddr, partition: i32, state: Option<&IpState>) {
+        if state.is_some_and(|s| s.outbox.is_some()) {
+            self.outbox.insert(key, partition);
+        } else {
+            self.outbox.remove(&key);
+        }
+    }
+
+    /// Every report in the outbox: partition, key and the report.
+    pub fn pending(&self) -> Vec<(i32, IpAddr, Pending)> {
+        self.outbox
+            .iter()
+            .filter_map(|(key, p)| {
+                let (_, s) = self.ips.peek(key)?;
+                Some((*p, *key, s.outbox.clone()?))
+            })
+            .collect()
+    }
+
+    /// Empties `key`'s outbox (accepted with `report_id`, a duplicate, or given
+    /// up); the ledger entry stays. Returns the partition and the state to write.
+    pub fn settle(&mut self, key: IpAddr, report_id: Option<u64>) -> Option<(i32, IpState)> {
+        self.outbox.remove(&key);
+        let (p, s) = self.ips.get_mut(&key)?;
+        s.outbox = None;
+        if report_id.is_some() {
+            s.report_id = report_id;
+        }
+        Some((*p, s.clone()))
     }
 
     /// Moves the day counts from `old` (a state that was) to `new` (what is now).
@@ -217,9 +295,12 @@ impl Book {
     /// Holds `state` under `key`; a least recently used other attacker may go.
     fn put(&mut self, key: IpAddr, partition: i32, state: IpState) {
         self.recount(partition, None, Some(&state));
+        self.index(key, partition, Some(&state));
         if let Some((k, (p, old))) = self.ips.push(key, (partition, state)) {
             if k == key {
                 self.recount(p, Some(&old), None);
+            } else if self.outbox.remove(&k).is_some() {
+                tracing::warn!(ip = %k, partition = p, "max_tracked reached: a report in the outbox was forgotten");
             }
         }
     }
@@ -264,6 +345,7 @@ impl Book {
         match state {
             Some(s) => self.put(ip, partition, s),
             None => {
+                self.outbox.remove(&ip);
                 if let Some((p, old)) = self.ips.pop(&ip) {
                     self.recount(p, Some(&old), None);
                 }
@@ -283,6 +365,7 @@ impl Book {
             self.ips.pop(&ip);
         }
         self.days.retain(|(p, _), _| *p != partition);
+        self.outbox.retain(|_, p| *p != partition);
     }
 
     /// True when `ip` is in the allow-list (IPv4-mapped and NAT64 IPv6 are matched
@@ -305,12 +388,7 @@ impl Book {
         let Some(policy) = self.policies.get(&signal.rule).cloned() else {
             return (Verdict::BelowThreshold { count: 0 }, false);
         };
-        // Event time: a backlog or a replay is not an attack happening now.
-        let counts_until = signal
-            .at_ms
-            .saturating_add(policy.findtime_ms)
-            .saturating_add(self.lateness_ms);
-        if counts_until < now_ms {
+        if self.stale(signal, &policy, now_ms) {
             return (Verdict::Stale, false);
         }
         let reports_today = self.reports_in(partition, now_ms);
@@ -371,6 +449,17 @@ impl Book {
         // As fail2ban resets the failure count on a ban: after the cooldown a fresh
         // `maxretry` signals are needed.
         state.hits.clear();
+        state.outbox = (!dry_run).then(|| Pending {
+            since_ms: now_ms,
+            ip: canonical(ip),
+            rule: signal.rule.clone(),
+            categories: policy.categories.clone(),
+            source: policy.source,
+            count,
+            findtime_ms: policy.findtime_ms,
+            threat_score: score,
+            sample: state.sample.clone(),
+        });
         let current = state.clone();
         let candidate = Candidate {
             // The peer a NAT64 or IPv4-mapped address carries is who is reported.
@@ -385,7 +474,17 @@ impl Book {
             previous,
         };
         self.recount(partition, Some(&candidate.previous), Some(&current));
+        self.index(key, partition, Some(&current));
         (Verdict::Report(Box::new(candidate)), true)
+    }
+
+    /// Event time: a backlog or a replay is not an attack happening now.
+    fn stale(&self, signal: &Signal, policy: &Policy, now_ms: u64) -> bool {
+        let counts_until = signal
+            .at_ms
+            .saturating_add(policy.findtime_ms)
+            .saturating_add(self.lateness_ms);
+        counts_until < now_ms
     }
 
     /// Undoes a report that could not be sent (retryable failure, shutdown): the
@@ -395,6 +494,7 @@ impl Book {
         if let Some((p, s)) = self.ips.get_mut(&key) {
             let (p, undone) = (*p, std::mem::replace(s, candidate.previous.clone()));
             self.recount(p, Some(&undone), Some(&candidate.previous));
+            self.index(key, p, Some(&candidate.previous));
         }
     }
 
@@ -441,6 +541,7 @@ impl Book {
             .map(|(ip, (p, _))| (*p, *ip))
             .collect();
         for (_, ip) in &gone {
+            self.outbox.remove(ip);
             if let Some((p, old)) = self.ips.pop(ip) {
                 self.recount(p, Some(&old), None);
             }

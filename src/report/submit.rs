@@ -50,11 +50,13 @@ pub enum Outcome {
     Capped,
     DryRun,
     Failed,
+    /// In the outbox past the provider's duplicate window, never confirmed.
+    Lost,
 }
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Sent,
         Outcome::Deduplicated,
         Outcome::AllowListed,
@@ -65,6 +67,7 @@ impl Outcome {
         Outcome::Capped,
         Outcome::DryRun,
         Outcome::Failed,
+        Outcome::Lost,
     ];
 
     /// The label value.
@@ -80,6 +83,7 @@ impl Outcome {
             Outcome::Capped => "capped",
             Outcome::DryRun => "dry_run",
             Outcome::Failed => "failed",
+            Outcome::Lost => "lost",
         }
     }
 }

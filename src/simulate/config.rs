@@ -121,6 +121,10 @@ impl RateLimitConfig {
 pub struct FaultConfig {
     /// Latency added before every answer, in milliseconds.
     pub latency_ms: u64,
+    /// Latency added after the handler ran and before its answer is written, in
+    /// milliseconds: the request took effect (a report was recorded) but the
+    /// client waits, as when an answer is lost on the way back.
+    pub answer_latency_ms: u64,
     /// Share of requests answered with a 5xx in the provider's error shape.
     pub server_error_rate: f64,
     /// Status used for injected 5xx; default 500 (documented by every provider).

@@ -1,7 +1,8 @@
 //! Failure injection and per-request bookkeeping, as one middleware per provider:
 //! record the arrival, add the configured latency, then maybe reset the connection,
 //! answer a 5xx in the provider's error shape, or answer 200 with a truncated JSON body;
-//! otherwise run the real handler. Faults are decided by the arrival's sequence number
+//! otherwise run the real handler, and hold its answer for the answer latency (the
+//! request took effect, the client still waits). Faults are decided by the arrival's sequence number
 //! (see [`super::config::FaultConfig`]), so a run is reproducible; injected faults cost
 //! no quota because the handler never runs.
 
@@ -69,6 +70,9 @@ pub async fn inject(
     state.account(provider, |a| {
         *a.responses_by_status.entry(status).or_insert(0) += 1
     });
+    if f.answer_latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(f.answer_latency_ms)).await;
+    }
     response
 }
 
