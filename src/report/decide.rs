@@ -607,17 +607,13 @@ impl Decider<'_> {
             return Ok(Some(Outcome::DryRun));
         };
         let key = self.book.lock().expect("book lock").key(c.ip);
-        Ok(Some(match s.send(&request, stop).await {
-            Sent::Accepted(id) => {
-                self.settle(key, Some(id)).await?;
-                record.report_id = Some(id);
-                self.sent += 1;
-                Outcome::Sent
-            }
-            Sent::Duplicate => {
-                self.settle(key, None).await?;
-                Outcome::Deduplicated
-            }
+        let sent = s.send(&request, stop).await;
+        if let Some(outcome) = self.confirm(key, &sent, record).await? {
+            self.sent += u64::from(outcome == Outcome::Sent);
+            return Ok(Some(outcome));
+        }
+        Ok(Some(match sent {
+            Sent::Accepted(_) | Sent::Duplicate => Outcome::Sent,
             Sent::Failed {
                 error,
                 retryable: true,
@@ -661,6 +657,28 @@ impl Decider<'_> {
             error: None,
             dry_run: self.settings.dry_run,
         }
+    }
+
+    /// The provider has the report (accepted, or a duplicate): its outbox is emptied
+    /// and the outcome known. None for any other answer.
+    async fn confirm(
+        &self,
+        key: IpAddr,
+        sent: &Sent,
+        record: &mut AuditRecord,
+    ) -> Result<Option<Outcome>, ReportError> {
+        Ok(match sent {
+            Sent::Accepted(id) => {
+                self.settle(key, Some(*id)).await?;
+                record.report_id = Some(*id);
+                Some(Outcome::Sent)
+            }
+            Sent::Duplicate => {
+                self.settle(key, None).await?;
+                Some(Outcome::Deduplicated)
+            }
+            _ => None,
+        })
     }
 
     /// Empties `key`'s outbox in the book and the changelog.
@@ -707,17 +725,15 @@ impl Decider<'_> {
                 out.push(record);
                 continue;
             }
-            record.outcome = match submitter.send(&request, stop).await {
-                Sent::Accepted(id) => {
-                    self.settle(key, Some(id)).await?;
-                    record.report_id = Some(id);
-                    self.sent += 1;
-                    Outcome::Sent
-                }
-                Sent::Duplicate => {
-                    self.settle(key, None).await?;
-                    Outcome::Deduplicated
-                }
+            let sent = submitter.send(&request, stop).await;
+            if let Some(outcome) = self.confirm(key, &sent, &mut record).await? {
+                self.sent += u64::from(outcome == Outcome::Sent);
+                record.outcome = outcome;
+                out.push(record);
+                continue;
+            }
+            record.outcome = match sent {
+                Sent::Accepted(_) | Sent::Duplicate => Outcome::Sent,
                 Sent::Failed { error, retryable } => {
                     if retryable {
                         debug!(reporter = %self.settings.name, ip = %c.ip, %error, "outbox report still not confirmed");
