@@ -741,6 +741,26 @@ fn cooldown_below_15_minutes_is_rejected_at_load() {
     assert!(err.contains("reporters[0].cooldown"), "{err}");
 }
 
+/// Fresh topics named after `prefix`, a temp dir, its audit file, and the config
+/// (maxretry 5) with each `(from, to)` edit applied.
+fn setup(
+    sim: &Sim,
+    prefix: &str,
+    edits: &[(&str, &str)],
+) -> (String, Topics, tempfile::TempDir, PathBuf, PathBuf) {
+    let bootstrap = kafka();
+    let t = topics(&bootstrap, prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let mut text = config(&t, sim, dir.path(), &audit_path, 5, None);
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} not in the config");
+        text = text.replacen(from, to, 1);
+    }
+    let cfg = write_config(dir.path(), "c.yaml", &text);
+    (bootstrap, t, dir, audit_path, cfg)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -786,15 +806,7 @@ fn outcomes(path: &Path, n: usize) -> BTreeMap<String, BTreeSet<String>> {
 #[test]
 fn a_week_old_replay_reports_nobody() {
     let sim = sim();
-    let bootstrap = kafka();
-    let t = topics(&bootstrap, "stale");
-    let dir = tempfile::tempdir().unwrap();
-    let audit_path = dir.path().join("audit.jsonl");
-    let cfg = write_config(
-        dir.path(),
-        "c.yaml",
-        &config(&t, &sim, dir.path(), &audit_path, 5, None),
-    );
+    let (bootstrap, t, dir, audit_path, cfg) = setup(&sim, "stale", &[]);
     let week_ago = now_ms() - 7 * 86_400_000;
     let old: Vec<String> = (0..10).map(|i| format!("218.92.0.{}", 150 + i)).collect();
     let mut lines = Vec::new();
@@ -846,16 +858,14 @@ fn a_week_old_replay_reports_nobody() {
 #[test]
 fn failures_spread_over_two_hours_delivered_at_once_are_no_burst() {
     let sim = sim();
-    let bootstrap = kafka();
-    let t = topics(&bootstrap, "spread");
-    let dir = tempfile::tempdir().unwrap();
-    let audit_path = dir.path().join("audit.jsonl");
-    let text = config(&t, &sim, dir.path(), &audit_path, 5, None).replace(
-        "    cooldown: 60m\n",
-        "    cooldown: 60m\n    event_time_field: message\n",
+    let (bootstrap, t, dir, audit_path, cfg) = setup(
+        &sim,
+        "spread",
+        &[(
+            "    cooldown: 60m\n",
+            "    cooldown: 60m\n    event_time_field: message\n",
+        )],
     );
-    assert!(text.contains("event_time_field"));
-    let cfg = write_config(dir.path(), "c.yaml", &text);
     let now = now_ms();
     let spread = "218.92.0.200";
     let burst = "218.92.0.201";
@@ -889,14 +899,11 @@ fn failures_spread_over_two_hours_delivered_at_once_are_no_burst() {
 #[test]
 fn values_serde_json_refuses_do_not_hide_an_attacker() {
     let sim = sim();
-    let bootstrap = kafka();
-    let t = topics(&bootstrap, "hostile");
-    let dir = tempfile::tempdir().unwrap();
-    let audit_path = dir.path().join("audit.jsonl");
-    let text = config(&t, &sim, dir.path(), &audit_path, 5, None)
-        .replace("        format: text\n", "        format: auto\n");
-    assert!(text.contains("format: auto"));
-    let cfg = write_config(dir.path(), "c.yaml", &text);
+    let (bootstrap, t, dir, _audit, cfg) = setup(
+        &sim,
+        "hostile",
+        &[("        format: text\n", "        format: auto\n")],
+    );
     let mut lines = Vec::new();
     for (ip, extra) in [
         ("218.92.0.210", r#""n":1e400"#),
@@ -955,15 +962,7 @@ fn sigkills_while_reporting_repeat_no_report_and_lose_none() {
     // The provider fails every report for the first 8 lives: what was decided then
     // must still go out once it recovers.
     faults(1.0);
-    let bootstrap = kafka();
-    let t = topics(&bootstrap, "kill");
-    let dir = tempfile::tempdir().unwrap();
-    let audit_path = dir.path().join("audit.jsonl");
-    let cfg = write_config(
-        dir.path(),
-        "c.yaml",
-        &config(&t, &sim, dir.path(), &audit_path, 5, None),
-    );
+    let (bootstrap, t, dir, audit_path, cfg) = setup(&sim, "kill", &[]);
     let ips: Vec<String> = (0..50).map(|i| format!("218.92.1.{}", 10 + i)).collect();
     produce(
         &bootstrap,
