@@ -3,7 +3,8 @@
 //! A pipeline is ready when it has not failed, every Kafka client it uses reaches
 //! at least one broker (librdkafka's statistics say which brokers are `UP`), and a
 //! Kafka source holds partitions, or has been running for longer than the grace
-//! period (a replica beyond the partition count is ready with none). Anything else
+//! period (a replica beyond the partition count is ready with none), and no
+//! subscribed topic is missing (the source waits for it). Anything else
 //! turns readiness false, so an operator sees a wrong broker address, an outage or a
 //! dead pipeline instead of a green probe over a stream that does not move.
 
@@ -16,6 +17,11 @@ use tokio::time::Instant;
 /// How long a Kafka source may run without partitions and still be ready.
 pub const ASSIGNMENT_GRACE: Duration = Duration::from_secs(60);
 
+/// How long after the consumer last said a subscribed topic is missing the pipeline
+/// stays not ready: longer than the source's 30-s metadata refresh, after which
+/// librdkafka says it again if the topic is still missing.
+pub const TOPIC_MISSING_FOR: Duration = Duration::from_secs(45);
+
 /// "Not known yet": no statistics have arrived.
 const UNKNOWN: i64 = -1;
 
@@ -27,6 +33,9 @@ pub struct PipelineHealth {
     failed: AtomicBool,
     stopped: AtomicBool,
     assigned: AtomicI64,
+    /// When the consumer last said a subscribed topic does not exist (ms since
+    /// `started`), or [`UNKNOWN`].
+    topic_missing_at: AtomicI64,
     consumer_brokers_up: AtomicI64,
     producer_brokers_up: AtomicI64,
     up_gauge: IntGauge,
@@ -41,14 +50,18 @@ impl PipelineHealth {
             failed: AtomicBool::new(false),
             stopped: AtomicBool::new(true),
             assigned: AtomicI64::new(0),
+            topic_missing_at: AtomicI64::new(UNKNOWN),
             consumer_brokers_up: AtomicI64::new(UNKNOWN),
             producer_brokers_up: AtomicI64::new(UNKNOWN),
             up_gauge,
         }
     }
 
-    /// The pipeline runs (or stopped, cleanly or not).
+    /// The pipeline runs (a restart clears an earlier failure), or stopped, cleanly or not.
     pub fn set_running(&self, running: bool, kafka_source: bool) {
+        if running {
+            self.failed.store(false, Ordering::Relaxed);
+        }
         self.kafka_source.store(kafka_source, Ordering::Relaxed);
         self.stopped.store(!running, Ordering::Relaxed);
         self.refresh();
@@ -66,6 +79,14 @@ impl PipelineHealth {
             i64::try_from(partitions).unwrap_or(i64::MAX),
             Ordering::Relaxed,
         );
+        self.refresh();
+    }
+
+    /// The consumer says a subscribed topic does not exist (yet). It says so again
+    /// at every metadata refresh while the topic is missing.
+    pub fn set_topic_missing(&self) {
+        let at = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.topic_missing_at.store(at, Ordering::Relaxed);
         self.refresh();
     }
 
@@ -106,6 +127,13 @@ impl PipelineHealth {
         }
         if self.consumer_brokers_up.load(Ordering::Relaxed) <= 0 {
             return false;
+        }
+        let missing_at = self.topic_missing_at.load(Ordering::Relaxed);
+        if missing_at != UNKNOWN {
+            let since = self.started.elapsed().as_millis() as i64 - missing_at;
+            if since < TOPIC_MISSING_FOR.as_millis() as i64 {
+                return false;
+            }
         }
         self.assigned.load(Ordering::Relaxed) > 0 || self.started.elapsed() > ASSIGNMENT_GRACE
     }

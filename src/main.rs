@@ -123,7 +123,7 @@ async fn dispatch(command: Command) -> Result<cli::Exit> {
     let mut out = Output::stdout();
     Ok(match command {
         Command::Run { config } => cli::run::run(&config).await?,
-        Command::Check { config } => cli::check::check(&config, &mut out)?,
+        Command::Check { config } => cli::check::check(&config, &mut out).await?,
         Command::Enrich {
             config,
             pipeline,

@@ -19,6 +19,7 @@ pub mod names {
     pub const CAPPED: &str = "ipenrich_events_ip_capped_total";
     pub const IN_FLIGHT: &str = "ipenrich_events_in_flight";
     pub const UP: &str = "ipenrich_pipeline_up";
+    pub const RESTARTS: &str = "ipenrich_restarts_total";
 }
 
 /// Every metric of the process.
@@ -32,6 +33,7 @@ pub struct Metrics {
     capped: IntCounterVec,
     in_flight: IntGaugeVec,
     up: IntGaugeVec,
+    restarts: IntCounterVec,
 }
 
 /// Handles of one pipeline, resolved once so the per-event path does no label hashing.
@@ -139,6 +141,12 @@ impl Metrics {
                 &["pipeline"],
             ),
             up: gauge(&r, names::UP, "1 while the pipeline runs.", &["pipeline"]),
+            restarts: counter(
+                &r,
+                names::RESTARTS,
+                "Restarts of a failed pipeline or reporter by its supervisor.",
+                &["component", "name"],
+            ),
             registry: r,
         }
     }
@@ -165,6 +173,11 @@ impl Metrics {
                 .map(|s| self.lookups.with_label_values(&[name, s.as_str()]))
                 .collect(),
         }
+    }
+
+    /// Restarts of one supervised component (`pipeline` or `reporter`).
+    pub fn restarts(&self, component: &str, name: &str) -> IntCounter {
+        self.restarts.with_label_values(&[component, name])
     }
 
     /// The registry, for components that register their own metrics.

@@ -1,11 +1,19 @@
 //! The supervisor: starts every pipeline and reporter of a config, owns readiness
 //! and shutdown, and turns their outcomes into one verdict.
 //!
-//! Shutdown is bounded: once stop is asked (a signal, or a pipeline failing), every
-//! pipeline has its `shutdown_timeout` to drain and commit, and the supervisor
-//! gives up on any that is still running [`SHUTDOWN_SLACK`] after the longest one.
-//! A pipeline that fails stops the others: a half-running process would look
-//! healthy while part of the stream stood still.
+//! Shutdown is bounded: once stop is asked (a signal, or a one-shot pipeline
+//! failing), every pipeline has its `shutdown_timeout` to drain and commit, and the
+//! supervisor gives up on any that is still running [`SHUTDOWN_SLACK`] after the
+//! longest one.
+//!
+//! Isolation: each Kafka-sourced pipeline and each reporter runs under its own
+//! restart loop ([`restarting`]): when it fails, the error is logged, counted in
+//! `ipenrich_restarts_total`, its readiness turns false (so `/health/ready` says
+//! so, and `/health/ready/<kind>/<name>` says which), and it starts again after a
+//! back-off of 1 s doubling to [`MAX_BACKOFF`], while the others go on. A
+//! consumer group re-reads whatever the failed run left uncommitted, so a restart
+//! loses nothing. A file or stdin pipeline is a one-shot job: its failure stops
+//! the run with a non-zero exit, since its input cannot be read again.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +29,15 @@ use crate::lookup::build::SharedProviders;
 use crate::metrics::Metrics;
 use crate::pipeline;
 use crate::telemetry::error_chain;
+
+/// First wait before a failed component starts again.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Longest wait between two starts of a failing component.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A run this long counts as recovered: the next failure waits [`FIRST_BACKOFF`] again.
+const RECOVERED_AFTER: Duration = Duration::from_secs(300);
 
 /// Time beyond the longest `shutdown_timeout` for final commits and clean-up.
 pub const SHUTDOWN_SLACK: Duration = Duration::from_secs(8);
@@ -74,18 +91,8 @@ pub async fn run(
         table = open_table(&config, &metrics, &shared) => table?,
         _ = &mut stop => return Ok(stopped_while_starting()),
     };
-    let mut reporters = start_reporters(&config, &metrics, &shared, &stop_rx)?;
-    let mut pipelines = JoinSet::new();
-    for p in config.pipelines {
-        let m = metrics.pipeline(&p.name);
-        readiness.watch(m.health.clone());
-        let rx = stop_rx.clone();
-        let shared = shared.clone();
-        pipelines.spawn(async move {
-            let result = pipeline::run(&p, m, &shared, rx).await;
-            (p.name, result)
-        });
-    }
+    let mut reporters = start_reporters(&config, &metrics, &readiness, &shared, &stop_rx)?;
+    let mut pipelines = spawn_pipelines(config.pipelines, &metrics, &readiness, &shared, &stop_rx);
     let mut failed = false;
     let mut pipelines_done = false;
     let mut give_up_at: Option<tokio::time::Instant> = None;
@@ -330,9 +337,79 @@ type ReporterResult = (
     Result<crate::report::ReportSummary, crate::report::ReportError>,
 );
 
+/// Starts every pipeline: a Kafka-sourced one under its own restart loop, a file or
+/// stdin one once.
+fn spawn_pipelines(
+    pipelines: Vec<crate::config::PipelineConfig>,
+    metrics: &Metrics,
+    readiness: &Readiness,
+    shared: &Arc<SharedProviders>,
+    stop: &watch::Receiver<bool>,
+) -> JoinSet<PipelineResult> {
+    let mut set = JoinSet::new();
+    for p in pipelines {
+        let m = metrics.pipeline(&p.name);
+        readiness.watch(&p.name, m.health.clone());
+        let rx = stop.clone();
+        let shared = shared.clone();
+        let restarts = metrics.restarts("pipeline", &p.name);
+        let grouped = matches!(p.source, crate::config::SourceConfig::Kafka(_));
+        set.spawn(async move {
+            let run = || pipeline::run(&p, m.clone(), &shared, rx.clone());
+            let result = if grouped {
+                restarting("pipeline", &p.name, &restarts, rx.clone(), run).await
+            } else {
+                run().await
+            };
+            (p.name, result)
+        });
+    }
+    set
+}
+
+/// Runs `attempt` until it ends cleanly or stop is asked, starting it again after
+/// each failure: 1 s, doubling to [`MAX_BACKOFF`], back to 1 s after a run of
+/// [`RECOVERED_AFTER`]. A failure while stopping, or one that stop interrupts in
+/// its back-off, is the result.
+pub async fn restarting<T, E, F, Fut>(
+    component: &str,
+    name: &str,
+    restarts: &prometheus::IntCounter,
+    mut stop: watch::Receiver<bool>,
+    mut attempt: F,
+) -> Result<T, E>
+where
+    E: std::error::Error + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let started = tokio::time::Instant::now();
+        let error = match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(e) if *stop.borrow() => return Err(e),
+            Err(e) => e,
+        };
+        if started.elapsed() >= RECOVERED_AFTER {
+            backoff = FIRST_BACKOFF;
+        }
+        let chain = error_chain(&error);
+        error!(component, name, error = %chain, retry_in = ?backoff, "failed; restarting after a back-off, the others go on");
+        eprintln!("ipenrich: {component} {name}: {chain} (restarting in {backoff:?})");
+        restarts.inc();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => return Err(error),
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
 fn start_reporters(
     config: &Config,
     metrics: &Metrics,
+    readiness: &Readiness,
     shared: &Arc<SharedProviders>,
     stop: &watch::Receiver<bool>,
 ) -> Result<JoinSet<ReporterResult>, StartError> {
@@ -348,22 +425,24 @@ fn start_reporters(
             reporter: r.name.clone(),
             reason,
         };
-        // Reports spend the same ipinsights budget as lookups with the same key.
-        let permits: Arc<dyn crate::report::Permits> = match r
-            .ipinsights
-            .as_ref()
-            .and_then(|i| i.api_key.as_ref().map(|k| (i, k)))
-        {
-            Some((i, key)) => {
-                let key = crate::lookup::build::secret(key).map_err(fail)?;
-                shared
-                    .ipinsights_limiter(&i.base_url, &key)
-                    .map_err(|e| fail(e.to_string()))?
-            }
-            None => Arc::new(crate::report::NoLimit),
-        };
+        // Reports spend the same ipinsights budget as lookups with the same key; a
+        // dry run sends nothing and needs no key.
+        let sending = r.ipinsights.as_ref().filter(|_| !r.dry_run);
+        let permits: Arc<dyn crate::report::Permits> =
+            match sending.and_then(|i| i.api_key.as_ref().map(|k| (i, k))) {
+                Some((i, key)) => {
+                    let key = crate::lookup::build::secret(key).map_err(fail)?;
+                    shared
+                        .ipinsights_limiter(&i.base_url, &key)
+                        .map_err(|e| fail(e.to_string()))?
+                }
+                None => Arc::new(crate::report::NoLimit),
+            };
+        readiness.watch_reporter(&r.name, m.up(&r.name));
+        let restarts = metrics.restarts("reporter", &r.name);
         reporters.spawn(async move {
-            let result = crate::report::run(&r, m, permits, rx).await;
+            let run = || crate::report::run(&r, m.clone(), permits.clone(), rx.clone());
+            let result = restarting("reporter", &r.name, &restarts, rx.clone(), run).await;
             (r.name, result)
         });
     }

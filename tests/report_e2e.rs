@@ -1047,3 +1047,322 @@ fn sigkills_while_reporting_repeat_no_report_and_lose_none() {
         );
     }
 }
+
+/// The HTTP status of `GET path` on the child's listener, 0 when it does not answer.
+fn status(addr: &str, path: &str) -> u16 {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").is_err() {
+        return 0;
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 11, isolation: a reporter that cannot start (its audit directory is
+/// missing) is restarted with back-off on its own, and says so in its readiness and
+/// `ipenrich_restarts_total`, while the pipeline beside it enriches every event;
+/// once the cause is gone it recovers without a process restart, and decides every
+/// signal.
+#[test]
+fn a_failing_reporter_restarts_alone_while_the_pipeline_enriches() {
+    let sim = sim();
+    let bootstrap = kafka();
+    let t = topics(&bootstrap, "isolation");
+    let dir = tempfile::tempdir().unwrap();
+    let audit_dir = dir.path().join("not-yet");
+    let audit_path = audit_dir.join("audit.jsonl");
+    let text = config(&t, &sim, dir.path(), &audit_path, 5, Some(0));
+    let cfg = write_config(dir.path(), "c.yaml", &text);
+    let log = dir.path().join("run.log");
+    let mut p = Proc::run(&cfg, &log);
+    let addr = common::metrics_addr(&log);
+    let ips: Vec<(String, usize)> = (1..=4).map(|i| (format!("45.146.164.{i}"), 6)).collect();
+    let records = stream(&ips);
+    produce(&bootstrap, &t.raw, records.clone());
+    let enriched = consume(
+        &bootstrap,
+        &t.enriched,
+        records.len(),
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        enriched.len(),
+        records.len(),
+        "the pipeline enriched every event"
+    );
+    wait(Duration::from_secs(60), "a reporter restart", || {
+        common::metric(
+            &common::scrape(&addr),
+            "ipenrich_restarts_total",
+            &["component=\"reporter\"", "name=\"sshd\""],
+        ) >= 1.0
+    });
+    wait(Duration::from_secs(60), "the pipeline ready", || {
+        status(&addr, "/health/ready/pipeline/sshd") == 200
+    });
+    assert_eq!(status(&addr, "/health/ready/reporter/sshd"), 503);
+    assert_eq!(
+        status(&addr, "/health/ready"),
+        503,
+        "the process is not all ready"
+    );
+    assert_eq!(status(&addr, "/health/ready/reporter/nobody"), 404);
+    assert!(p.0.try_wait().unwrap().is_none(), "the process runs on");
+    std::fs::create_dir(&audit_dir).unwrap();
+    let decided = wait_audit(&audit_path, records.len(), Duration::from_secs(180));
+    assert_eq!(decided.len(), records.len(), "every signal decided once");
+    wait(Duration::from_secs(60), "the reporter ready", || {
+        status(&addr, "/health/ready/reporter/sshd") == 200
+    });
+    let restarts = common::metric(
+        &common::scrape(&addr),
+        "ipenrich_restarts_total",
+        &["component=\"reporter\""],
+    );
+    println!("reporter restarts before its audit directory appeared: {restarts}");
+    assert_eq!(reported(&sim).len(), ips.len(), "each attacker reported");
+    assert_eq!(p.terminate(Duration::from_secs(30)), Some(0));
+}
+
+/// The topic names of an example config: every `topic:`, `topics: [...]`,
+/// `signals_topic:` and `changelog_topic:` value.
+fn example_topics(text: &str) -> BTreeSet<String> {
+    let re = regex::Regex::new(
+        r"(?m)(?:\btopic|signals_topic|changelog_topic):\s*([A-Za-z0-9._-]+)|\btopics:\s*\[([^\]]*)\]",
+    )
+    .unwrap();
+    let mut names = BTreeSet::new();
+    for c in re.captures_iter(text) {
+        if let Some(one) = c.get(1) {
+            names.insert(one.as_str().to_owned());
+        }
+        if let Some(list) = c.get(2) {
+            names.extend(list.as_str().split(',').map(|s| s.trim().to_owned()));
+        }
+    }
+    names
+}
+
+/// Acceptance 6: every example pipeline with a reporter starts with `ipenrich run`
+/// on topics that do not exist yet (as on a fresh broker), with no API key (nor
+/// anything else) in the environment: the reporter creates its topics (the
+/// changelog compacted), becomes ready, and audits the example's attack sample.
+#[test]
+fn every_example_starts_on_a_fresh_broker_without_api_keys() {
+    let bootstrap = kafka();
+    let examples = [
+        ("fail2ban-sshd", "samples/report/fail2ban-sshd-attack.log"),
+        ("wazuh-alerts", "samples/report/wazuh-alerts-attack.jsonl"),
+        ("suricata-eve", "samples/report/suricata-eve-attack.jsonl"),
+        ("splunk-hec-kafka", "samples/report/splunk-hec-attack.jsonl"),
+    ];
+    let mut with_reporter = 0;
+    for entry in std::fs::read_dir(root().join("pipelines")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        with_reporter += usize::from(text.contains("\nreporters:"));
+    }
+    assert_eq!(
+        with_reporter,
+        examples.len(),
+        "every example with a reporter is run here"
+    );
+    let token = regex::Regex::new(r"[A-Za-z0-9._-]+").unwrap();
+    for (name, sample) in examples {
+        start_example(&bootstrap, name, sample, &token);
+    }
+}
+
+/// Runs example `name` on fresh topics with an empty environment, feeds it `sample`,
+/// and waits for its first audit record.
+fn start_example(bootstrap: &str, name: &str, sample: &str, token: &regex::Regex) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = std::fs::read_to_string(root().join(format!("pipelines/{name}.yaml"))).unwrap();
+    let renamed: BTreeMap<String, String> = example_topics(&text)
+        .into_iter()
+        .map(|t| {
+            let fresh = unique(&t);
+            (t, fresh)
+        })
+        .collect();
+    text = token
+        .replace_all(&text, |c: &regex::Captures| {
+            renamed
+                .get(&c[0])
+                .cloned()
+                .unwrap_or_else(|| c[0].to_owned())
+        })
+        .into_owned();
+    let cfg = write_config(dir.path(), "c.yaml", &text);
+    let config = ipenrich::config::load_file(&cfg).unwrap();
+    let reporter = config.reporters[0].validate().unwrap();
+    let input = match &config.pipelines[0].source {
+        ipenrich::config::SourceConfig::Kafka(k) => k.topics[0].clone(),
+        other => panic!("{name}: not a Kafka source: {other:?}"),
+    };
+    let audit_topic = match &reporter.audit {
+        ipenrich::config::reporter::AuditConfig::Kafka(k) => k.topic.clone(),
+        other => panic!("{name}: audit is not a Kafka topic: {other:?}"),
+    };
+    let log = dir.path().join("run.log");
+    let mut child = Command::new(bin())
+        .current_dir(root())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KAFKA_BROKERS", bootstrap)
+        .env("IPENRICH_HTTP", "127.0.0.1:0")
+        .env("RUST_LOG", "info,librdkafka=warn")
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let lines: Vec<(i32, Option<Vec<u8>>, Vec<u8>)> = std::fs::read_to_string(root().join(sample))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| (0, None, l.as_bytes().to_vec()))
+        .collect();
+    produce(bootstrap, &input, lines);
+    let http = text.contains("\nhttp:").then(|| common::metrics_addr(&log));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let audited = loop {
+        let log_text = strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{name}: ipenrich run exited:\n{log_text}"
+        );
+        assert!(
+            !log_text.contains("restarting after a back-off"),
+            "{name}: a component failed:\n{log_text}"
+        );
+        let got =
+            if log_text.contains("topic created") || log_text.contains("decision stage running") {
+                consume(bootstrap, &audit_topic, 1, Duration::from_secs(2))
+            } else {
+                Vec::new()
+            };
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: nothing audited:\n{log_text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(!audited.is_empty());
+    let changelog = describe(bootstrap, &reporter.changelog_topic, "cleanup.policy");
+    assert_eq!(
+        changelog.as_deref(),
+        Some("compact"),
+        "{name}: changelog compacted"
+    );
+    if let Some(addr) = http {
+        wait(Duration::from_secs(90), "the example ready", || {
+            status(&addr, "/health/ready") == 200
+        });
+        assert_eq!(
+            status(&addr, &format!("/health/ready/reporter/{}", reporter.name)),
+            200
+        );
+    }
+    let mut proc = Proc(child);
+    assert_eq!(
+        proc.terminate(Duration::from_secs(30)),
+        Some(0),
+        "{name}: clean exit"
+    );
+    println!(
+        "{name}: started on fresh topics {:?}, audited",
+        renamed.values()
+    );
+}
+
+/// A topic config value, as the brokers describe it.
+fn describe(bootstrap: &str, topic: &str, key: &str) -> Option<String> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let results = futures::executor::block_on(
+        admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts),
+    )
+    .unwrap();
+    let resource = results.into_iter().next()?.ok()?;
+    resource.get(key).and_then(|e| e.value.clone())
+}
+
+/// Issue 11: where the brokers will not create a reporter's topics (here
+/// `create_topics: false`), `ipenrich check` already says which topic to create and
+/// how; where they will, it says the topic is created at start, and creates nothing.
+#[test]
+fn check_says_which_topic_to_create() {
+    let sim = sim();
+    let bootstrap = kafka();
+    let t = Topics {
+        raw: unique("chk-raw"),
+        enriched: unique("chk-enriched"),
+        signals: unique("chk-signals"),
+        changelog: unique("chk-state"),
+        group: unique("chk"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let text = config(&t, &sim, dir.path(), &audit_path, 5, None);
+    let check = |text: &str| {
+        let cfg = write_config(dir.path(), "c.yaml", text);
+        let out = Command::new(bin())
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, _) = check(&text);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "topic {}: missing, created at start with 6 partitions",
+            t.signals
+        )),
+        "{stdout}"
+    );
+    let refused = text.replace(
+        "    dry_run: false\n",
+        "    dry_run: false\n    create_topics: false\n",
+    );
+    let (code, stdout, stderr) = check(&refused);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stderr.contains(&format!("topic {} does not exist", t.signals))
+            && stderr.contains("kafka-topics.sh"),
+        "{stderr}"
+    );
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    use rdkafka::consumer::Consumer;
+    let md = consumer
+        .fetch_metadata(Some(&t.signals), Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        md.topics()[0].partitions().is_empty(),
+        "check created {}",
+        t.signals
+    );
+}

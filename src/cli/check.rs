@@ -15,7 +15,7 @@ use crate::secret::redact_url;
 use crate::telemetry::error_chain;
 
 /// Checks the config at `path`, printing what it resolves to on `out`.
-pub fn check(path: &Path, out: &mut Output<impl Write>) -> Result<Exit, CliError> {
+pub async fn check(path: &Path, out: &mut Output<impl Write>) -> Result<Exit, CliError> {
     let config = match config::load_file(path) {
         Ok(c) => c,
         Err(e) => {
@@ -101,8 +101,55 @@ pub fn check(path: &Path, out: &mut Output<impl Write>) -> Result<Exit, CliError
             }
         };
         out.line(format_args!("  mode: {mode}"))?;
+        if !check_topics(r, path, out).await? {
+            ok = false;
+        }
     }
     Ok(Exit::from_ok(ok))
+}
+
+/// How long `check` waits for a reporter's brokers before it leaves its topics unverified.
+const TOPIC_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Asks the reporter's brokers whether its topics exist or may be created at start
+/// (validated, nothing created). Unreachable brokers leave them unverified, not
+/// failed: `check` also runs where the cluster is not. False when a topic is
+/// missing and will not be created.
+async fn check_topics(
+    r: &config::ReporterConfig,
+    path: &Path,
+    out: &mut Output<impl Write>,
+) -> Result<bool, CliError> {
+    let Ok(settings) = r.validate() else {
+        return Ok(true);
+    };
+    match crate::report::topics::plan(&settings, TOPIC_CHECK_TIMEOUT).await {
+        Ok(topics) => {
+            for (topic, status) in topics {
+                let what = match status {
+                    crate::report::topics::Status::Exists(n) => format!("exists, {n} partitions"),
+                    crate::report::topics::Status::Created(n) => {
+                        format!("missing, created at start with {n} partitions")
+                    }
+                };
+                out.line(format_args!("  topic {topic}: {what}"))?;
+            }
+            Ok(true)
+        }
+        Err(crate::report::ReportError::Topology(e)) => {
+            out.line(format_args!("  topics: ERROR {e}"))?;
+            eprintln!("{}: reporter {}: {e}", path.display(), r.name);
+            Ok(false)
+        }
+        Err(e) => {
+            out.line(format_args!(
+                "  topics: not verified (brokers {}: {})",
+                r.brokers,
+                error_chain(&e)
+            ))?;
+            Ok(true)
+        }
+    }
 }
 
 /// One provider for `check`; a base URL is printed without userinfo or query values.
@@ -165,12 +212,14 @@ mod tests {
         String::from_utf8(out.into_inner()).unwrap()
     }
 
-    #[test]
-    fn the_demo_config_is_valid_and_named() {
+    #[tokio::test]
+    async fn the_demo_config_is_valid_and_named() {
         let mut out = Output::new(Vec::new());
         // Paths in the demo config are relative to the repository root, as is the
         // working directory of unit tests.
-        let exit = check(&root().join("pipelines/demo.yaml"), &mut out).unwrap();
+        let exit = check(&root().join("pipelines/demo.yaml"), &mut out)
+            .await
+            .unwrap();
         assert_eq!(exit, Exit::Success);
         let text = printed(out);
         assert!(text.starts_with("pipeline demo:\n"), "{text}");
@@ -180,8 +229,8 @@ mod tests {
         assert!(text.contains("  dead_letter: stderr\n"), "{text}");
     }
 
-    #[test]
-    fn a_provider_that_cannot_be_built_fails_the_check_but_is_printed() {
+    #[tokio::test]
+    async fn a_provider_that_cannot_be_built_fails_the_check_but_is_printed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.yaml");
         let missing = dir.path().join("missing.mmdb");
@@ -194,7 +243,7 @@ mod tests {
         )
         .unwrap();
         let mut out = Output::new(Vec::new());
-        assert_eq!(check(&path, &mut out).unwrap(), Exit::Failure);
+        assert_eq!(check(&path, &mut out).await.unwrap(), Exit::Failure);
         let text = printed(out);
         assert!(text.contains("pipeline m:"), "{text}");
         assert!(
@@ -203,16 +252,18 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_unreadable_config_is_a_failure_not_an_error() {
+    #[tokio::test]
+    async fn an_unreadable_config_is_a_failure_not_an_error() {
         let mut out = Output::new(Vec::new());
-        let exit = check(Path::new("/nonexistent/ipenrich.yaml"), &mut out).unwrap();
+        let exit = check(Path::new("/nonexistent/ipenrich.yaml"), &mut out)
+            .await
+            .unwrap();
         assert_eq!(exit, Exit::Failure);
         assert!(printed(out).is_empty());
     }
 
-    #[test]
-    fn provider_urls_are_printed_without_secrets() {
+    #[tokio::test]
+    async fn provider_urls_are_printed_without_secrets() {
         let yaml = "pipelines:\n  - name: p\n    source:\n      stdin: {}\n    extract:\n      scan_all_strings: true\n    providers:\n      - iptrust:\n          base_url: https://user:pw@example.test/v1?key=s3cret\n          api_key: {env: IPTRUST_KEY}\n    sink:\n      stdout: {}\n";
         let config = config::load_str(yaml, "inline.yaml", |_| None).unwrap();
         let line = describe_provider(&config.pipelines[0].providers[0]);

@@ -106,6 +106,20 @@ pub struct ReporterConfig {
     /// least as many partitions as `signals_topic` (partition n holds the state of
     /// the IPs of signal partition n).
     pub changelog_topic: String,
+    /// Create the signals, changelog and audit topics at start when they are
+    /// missing (default true): the changelog with `cleanup.policy=compact` and the
+    /// signals topic's partition count. Where the brokers do not permit it, start
+    /// (and `ipenrich check`) say which topic to create and how.
+    #[serde(default = "default_create_topics")]
+    pub create_topics: bool,
+    /// Partitions of a signals topic created at start (default 6): the most
+    /// decision replicas that share the work.
+    #[serde(default = "default_topic_partitions")]
+    pub topic_partitions: i32,
+    /// Replication factor of created topics; -1 (default) is the brokers'
+    /// `default.replication.factor`.
+    #[serde(default = "default_topic_replication")]
+    pub topic_replication_factor: i32,
     /// Extra librdkafka properties for every client of this reporter (`security.protocol`, `sasl.*`).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -172,6 +186,21 @@ fn default_cooldown() -> Duration {
 /// day leaves most of a small plan to lookups.
 fn default_daily_cap() -> u32 {
     500
+}
+
+/// The issue: an example must start on a fresh broker.
+fn default_create_topics() -> bool {
+    true
+}
+
+/// Six decision replicas at most; more than a reporter's load needs.
+fn default_topic_partitions() -> i32 {
+    6
+}
+
+/// The brokers' `default.replication.factor`.
+fn default_topic_replication() -> i32 {
+    -1
 }
 
 /// A million attackers of ~200 bytes each: ~200 MB at worst, far more than a
@@ -407,6 +436,9 @@ pub struct ReporterSettings {
     pub decision_group_id: String,
     pub signals_topic: String,
     pub changelog_topic: String,
+    pub create_topics: bool,
+    pub topic_partitions: i32,
+    pub topic_replication_factor: i32,
     pub options: BTreeMap<String, String>,
     pub rules: Vec<Rule>,
     pub allow_list: Vec<IpNet>,
@@ -505,6 +537,15 @@ impl ReporterConfig {
         if self.max_tracked == 0 {
             problems.push(("max_tracked".into(), "must be at least 1".into()));
         }
+        if self.topic_partitions < 1 {
+            problems.push(("topic_partitions".into(), "must be at least 1".into()));
+        }
+        if self.topic_replication_factor == 0 || self.topic_replication_factor < -1 {
+            problems.push((
+                "topic_replication_factor".into(),
+                "must be -1 (the brokers' default) or at least 1".into(),
+            ));
+        }
         if !(16..=128).contains(&self.ipv6_prefix) {
             problems.push((
                 "ipv6_prefix".into(),
@@ -589,6 +630,9 @@ impl ReporterConfig {
                 .unwrap_or_else(|| format!("ipenrich-report-{}-decide", self.name)),
             signals_topic: self.signals_topic.clone(),
             changelog_topic: self.changelog_topic.clone(),
+            create_topics: self.create_topics,
+            topic_partitions: self.topic_partitions,
+            topic_replication_factor: self.topic_replication_factor,
             options: self.options.clone(),
             rules,
             allow_list: self.allow_list.clone(),

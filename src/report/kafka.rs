@@ -93,6 +93,22 @@ impl Clients<'_> {
     }
 }
 
+impl Clients<'_> {
+    /// An admin client (topic creation).
+    pub(crate) fn admin(
+        &self,
+        client_id: &str,
+    ) -> Result<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>, ReportError>
+    {
+        self.config(&[("client.id", client_id)], &[])
+            .create()
+            .map_err(|source| ReportError::Kafka {
+                what: "admin client create",
+                source,
+            })
+    }
+}
+
 impl crate::config::reporter::ReporterSettings {
     /// The Kafka clients of this reporter.
     pub(crate) fn clients(&self) -> Clients<'_> {

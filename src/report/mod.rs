@@ -79,6 +79,7 @@ pub mod rules;
 pub mod signal;
 pub mod state;
 pub mod submit;
+pub mod topics;
 
 pub use crate::config::reporter::{fmt_duration, ReporterSettings};
 use crate::config::ReporterConfig;
@@ -132,6 +133,9 @@ pub enum ReportError {
     Topology(String),
 }
 
+/// How long start waits for the brokers to answer about the reporter's topics.
+const TOPIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What a reporter did, at shutdown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReportSummary {
@@ -161,6 +165,13 @@ pub async fn run(
         )
     })?;
     info!(reporter = %settings.name, dry_run = settings.dry_run, rules = settings.rules.len(), "reporter starting");
+    for (topic, status) in topics::ensure(&settings, TOPIC_TIMEOUT).await? {
+        if let topics::Status::Created(partitions) = status {
+            info!(reporter = %settings.name, topic, partitions, "topic created");
+        }
+    }
+    let up = metrics.up(&settings.name);
+    up.set(1);
     let (tx, rx) = watch::channel(false);
     let stages = async {
         let fail_fast = |failed: bool| {
@@ -189,6 +200,7 @@ pub async fn run(
             stages.await
         }
     };
+    up.set(0);
     let signals = signals?;
     let (decisions, sent) = decisions?;
     Ok(ReportSummary {

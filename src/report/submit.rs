@@ -34,6 +34,8 @@ pub mod names {
     pub const SIGNALS: &str = "ipenrich_report_signals_total";
     /// Input events the signal stage could not evaluate (no JSON object), by reporter.
     pub const SKIPPED: &str = "ipenrich_report_events_skipped_total";
+    /// 1 while a reporter runs (its topics in place, both stages started), by reporter.
+    pub const UP: &str = "ipenrich_reporter_up";
 }
 
 /// What became of a signal.
@@ -94,6 +96,7 @@ pub struct ReportMetrics {
     decisions: IntCounterVec,
     signals: IntCounterVec,
     skipped: IntCounterVec,
+    up: prometheus::IntGaugeVec,
 }
 
 impl ReportMetrics {
@@ -117,14 +120,28 @@ impl ReportMetrics {
             ),
             &["reporter"],
         )?;
+        let up = prometheus::IntGaugeVec::new(
+            Opts::new(
+                names::UP,
+                "1 while the reporter runs: its topics in place and both stages started",
+            ),
+            &["reporter"],
+        )?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(signals.clone()))?;
         registry.register(Box::new(skipped.clone()))?;
+        registry.register(Box::new(up.clone()))?;
         Ok(Self {
             decisions,
             signals,
             skipped,
+            up,
         })
+    }
+
+    /// The readiness gauge of one reporter (also what `/health/ready` reads).
+    pub fn up(&self, reporter: &str) -> prometheus::IntGauge {
+        self.up.with_label_values(&[reporter])
     }
 
     /// Counts a decision.

@@ -79,6 +79,7 @@ pub struct KafkaSource {
     consumer: Arc<Inner>,
     watermark: Arc<Mutex<Watermark>>,
     topics: BTreeMap<String, Arc<str>>,
+    health: Arc<PipelineHealth>,
 }
 
 impl KafkaSource {
@@ -104,6 +105,9 @@ impl KafkaSource {
             ("fetch.queue.backoff.ms", "10"),
             // Broker reachability for readiness (see `health`).
             ("statistics.interval.ms", "5000"),
+            // A subscribed topic created after start (a fresh cluster) is seen at the
+            // next metadata refresh: 30 s, not librdkafka's 5 minutes.
+            ("topic.metadata.refresh.interval.ms", "30000"),
         ];
         let cc = crate::kafka::client_config(
             &config.brokers,
@@ -115,7 +119,7 @@ impl KafkaSource {
         let ctx = SourceContext {
             watermark: watermark.clone(),
             pipeline: pipeline.to_string(),
-            health,
+            health: health.clone(),
         };
         let consumer: Inner = cc.create_with_context(ctx)?;
         let names: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -129,12 +133,26 @@ impl KafkaSource {
             consumer: Arc::new(consumer),
             watermark,
             topics,
+            health,
         })
     }
 
-    /// Waits for the next record.
+    /// Waits for the next record. A subscribed topic that does not exist yet is
+    /// waited for (on a fresh cluster the input appears with its first event): the
+    /// consumer group picks it up at its next metadata refresh.
     pub async fn next(&mut self) -> Result<(SourceRecord, Ack), SourceError> {
-        let msg = self.consumer.recv().await?;
+        let msg = loop {
+            match self.consumer.recv().await {
+                Ok(m) => break m,
+                Err(rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+                )) => {
+                    self.health.set_topic_missing();
+                    warn!(topics = ?self.topics.keys().collect::<Vec<_>>(), "a subscribed topic does not exist yet; waiting for it (not ready meanwhile)");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let topic = match self.topics.get(msg.topic()) {
             Some(t) => t.clone(),
             None => Arc::from(msg.topic()),
