@@ -1366,3 +1366,336 @@ fn check_says_which_topic_to_create() {
         t.signals
     );
 }
+
+/// Every record of `topic` as (CreateTime ms, `ipenrich.writer` header), read
+/// with `isolation` (`read_committed` or `read_uncommitted`).
+fn changelog_writers(bootstrap: &str, topic: &str, isolation: &str) -> Vec<(i64, String)> {
+    use rdkafka::message::{Headers, Message};
+    let consumer = common::reader(bootstrap, topic, &[("isolation.level", isolation)]);
+    let mut out = Vec::new();
+    let mut quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(5) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            quiet = Instant::now();
+            let writer = m
+                .headers()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "ipenrich.writer")
+                        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                })
+                .unwrap_or_default();
+            out.push((m.timestamp().to_millis().unwrap_or(0), writer));
+        }
+    }
+    out
+}
+
+/// Sends `signal` (STOP, CONT) to a child.
+fn signal_child(p: &Proc, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &p.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal}");
+}
+
+/// Acceptance 5, zombie: replica A decides a backlog, is paused (SIGSTOP) past its
+/// session, B takes its partitions over (fencing A's changelog writers) and decides
+/// on; then A resumes, mid-decision, and tries to write: every write it makes after
+/// resuming is refused by the broker (A says "fenced", and not one record A wrote
+/// after resuming is in the committed changelog), and A's reporter restarts.
+#[test]
+fn a_zombie_owner_gets_every_changelog_write_rejected() {
+    let sim = sim();
+    let bootstrap = kafka();
+    let t = topics(&bootstrap, "zombie");
+    let dir = tempfile::tempdir().unwrap();
+    let (audit_a, audit_b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let session = "    options:\n      session.timeout.ms: \"6000\"\n      heartbeat.interval.ms: \"500\"\n    signals_topic:";
+    let text = |audit: &Path| {
+        config(&t, &sim, dir.path(), audit, 100_000, None)
+            .replacen("    dry_run: false\n", "    dry_run: true\n", 1)
+            .replacen("    signals_topic:", session, 1)
+    };
+    let cfg_a = write_config(dir.path(), "a.yaml", &text(&audit_a));
+    let cfg_b = write_config(dir.path(), "b.yaml", &text(&audit_b));
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let mut a = Proc::run(&cfg_a, &log_a);
+    let writer_a = format!("pid-{}", a.0.id());
+    let fenced = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("fenced by its new owner")
+            .count()
+    };
+    let mut b: Option<Proc> = None;
+    let mut resumed_at = Vec::new();
+    for round in 0..3 {
+        // A backlog of distinct attackers: every signal is a changelog write.
+        let ips: Vec<(String, usize)> = (0..1500)
+            .map(|i| (format!("45.{}.{}.{}", 10 + round, i / 250, i % 250 + 1), 1))
+            .collect();
+        produce(&bootstrap, &t.raw, stream(&ips));
+        let before = audit_lenient(&audit_a).len();
+        wait(Duration::from_secs(180), "A deciding", || {
+            audit_lenient(&audit_a).len() > before + 50
+        });
+        signal_child(&a, "STOP");
+        if b.is_none() {
+            b = Some(Proc::run(&cfg_b, &log_b));
+        }
+        let b_before = audit_lenient(&audit_b).len();
+        wait(
+            Duration::from_secs(180),
+            "B taking the partitions over",
+            || audit_lenient(&audit_b).len() > b_before + 50,
+        );
+        resumed_at.push(now_ms());
+        signal_child(&a, "CONT");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while fenced(&log_a) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if fenced(&log_a) > 0 {
+            // Before A's reporter restarts and legitimately owns partitions again.
+            a.kill();
+            break;
+        }
+        println!("round {round}: A resumed between two writes; pausing it again");
+    }
+    assert!(
+        fenced(&log_a) > 0,
+        "A never tried to write after resuming:\n{}",
+        std::fs::read_to_string(&log_a).unwrap_or_default()
+    );
+    a.kill();
+    let after = *resumed_at.last().unwrap();
+    let committed = changelog_writers(&bootstrap, &t.changelog, "read_committed");
+    let attempted = changelog_writers(&bootstrap, &t.changelog, "read_uncommitted");
+    let by_a = |records: &[(i64, String)], from: i64| {
+        records
+            .iter()
+            .filter(|(ts, w)| *w == writer_a && *ts >= from)
+            .count()
+    };
+    println!(
+        "changelog: {} committed records ({} by A before its pause), {} by A in the log after resuming, \
+         {} of them committed; A fenced {} time(s)",
+        committed.len(),
+        by_a(&committed, 0),
+        by_a(&attempted, after),
+        by_a(&committed, after),
+        fenced(&log_a),
+    );
+    assert!(by_a(&committed, 0) > 0, "A wrote nothing before its pause");
+    assert_eq!(
+        by_a(&committed, after),
+        0,
+        "a write of the zombie was accepted"
+    );
+    let mut b = b.unwrap();
+    assert_eq!(b.terminate(Duration::from_secs(30)), Some(0));
+}
+
+/// Runs a Kafka CLI class with the cached classpath (`scripts/kafka.sh run`).
+fn kafka_cli(class: &str, args: &[&str]) {
+    let out = Command::new("bash")
+        .arg(root().join("scripts/kafka.sh"))
+        .arg("run")
+        .arg(class)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{class} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Produces sshd lines to `topic` at about `per_second` until `stop`; returns how many.
+fn feed(
+    bootstrap: String,
+    topic: String,
+    per_second: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    std::thread::spawn(move || {
+        let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+            ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("linger.ms", "5")
+                .create()
+                .unwrap();
+        let mut n = 0usize;
+        let tick = Duration::from_millis(100);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let started = Instant::now();
+            for _ in 0..per_second / 10 {
+                let line = sshd_line(
+                    &format!("45.{}.{}.{}", 20 + n % 7, (n / 250) % 250, n % 250 + 1),
+                    n,
+                );
+                let mut record = BaseRecord::<(), Vec<u8>>::to(&topic).payload(&line);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((_, r)) => {
+                            record = r;
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                }
+                n += 1;
+            }
+            std::thread::sleep(tick.saturating_sub(started.elapsed()));
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        n
+    })
+}
+
+/// `GET /health/ready` of a child: (status, how long it took).
+fn timed_ready(addr: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let code = status(addr, "/health/ready");
+    (code, started.elapsed())
+}
+
+/// Acceptance 4: a rebalance whose restore is deliberately slow (the brokers
+/// throttle the restoring consumers to 64 KB/s with a client quota, over a
+/// changelog of 30,000 records) leaves enrichment and `/health` alone: the
+/// restore runs in tasks of its own while the pipelines enrich and the endpoints
+/// answer. The figures are printed, not asserted against a clock; asserted: every
+/// event fed is enriched, the new owner restores every partition it was given, and
+/// every health probe was answered.
+#[test]
+fn a_slow_restore_leaves_enrichment_and_health_alone() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sim = sim();
+    let bootstrap = kafka();
+    let t = topics(&bootstrap, "slowrestore");
+    let state = serde_json::to_vec(&ipenrich::report::state::IpState::default()).unwrap();
+    let changelog: Vec<(i32, Option<Vec<u8>>, Vec<u8>)> = (0..3)
+        .flat_map(|p| {
+            let state = state.clone();
+            (0..10_000).map(move |i| {
+                let ip = format!("11.{p}.{}.{}", i / 250, i % 250 + 1);
+                (p, Some(ip.into_bytes()), state.clone())
+            })
+        })
+        .collect();
+    produce(&bootstrap, &t.changelog, changelog);
+    let dir = tempfile::tempdir().unwrap();
+    let text = |audit: &str| {
+        config(&t, &sim, dir.path(), &dir.path().join(audit), 5, Some(0)).replacen(
+            "    dry_run: false\n",
+            "    dry_run: true\n",
+            1,
+        )
+    };
+    let (cfg_a, cfg_b) = (
+        write_config(dir.path(), "a.yaml", &text("a.jsonl")),
+        write_config(dir.path(), "b.yaml", &text("b.jsonl")),
+    );
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let restored = |log: &Path| {
+        strip_ansi(&std::fs::read_to_string(log).unwrap_or_default())
+            .matches("decision partition restored")
+            .count()
+    };
+    let mut a = Proc::run(&cfg_a, &log_a);
+    let addr_a = common::metrics_addr(&log_a);
+    wait(Duration::from_secs(180), "A restored", || {
+        restored(&log_a) >= 3
+    });
+    // From now on the restoring consumers of this group read at 64 KB/s.
+    let client = format!("{}-decide-restore", t.group);
+    kafka_cli(
+        "kafka.admin.ConfigCommand",
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "--alter",
+            "--add-config",
+            "consumer_byte_rate=65536",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            &client,
+        ],
+    );
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let feeder = feed(bootstrap.clone(), t.raw.clone(), 1000, stop.clone());
+    let out = |addr: &str| common::metric(&common::scrape(addr), "ipenrich_events_out_total", &[]);
+    // Baseline: A alone.
+    std::thread::sleep(Duration::from_secs(5));
+    let (o0, t0) = (out(&addr_a), Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let baseline = (out(&addr_a) - o0) / t0.elapsed().as_secs_f64();
+    // B joins: the partitions it gets are restored slowly.
+    let mut b = Proc::run(&cfg_b, &log_b);
+    let addr_b = common::metrics_addr(&log_b);
+    wait(Duration::from_secs(120), "B assigned", || {
+        strip_ansi(&std::fs::read_to_string(&log_b).unwrap_or_default())
+            .contains("decision stage running")
+    });
+    let (o1, t1) = (out(&addr_a) + out(&addr_b), Instant::now());
+    let mut probes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let b_share = loop {
+        probes.push(timed_ready(&addr_a));
+        probes.push(timed_ready(&addr_b));
+        let text = strip_ansi(&std::fs::read_to_string(&log_b).unwrap_or_default());
+        let assigned: usize = text
+            .lines()
+            .filter(|l| l.contains("decision partitions assigned"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("partitions="))
+                    .and_then(|n| n.parse::<usize>().ok())
+            })
+            .sum();
+        let done = text.matches("decision partition restored").count();
+        if assigned > 0 && done >= assigned {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "B never restored:\n{text}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let restore_took = t1.elapsed();
+    let during = (out(&addr_a) + out(&addr_b) - o1) / restore_took.as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let fed = feeder.join().unwrap();
+    kafka_cli(
+        "kafka.admin.ConfigCommand",
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "--alter",
+            "--delete-config",
+            "consumer_byte_rate",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            &client,
+        ],
+    );
+    wait(Duration::from_secs(180), "every fed event enriched", || {
+        out(&addr_a) + out(&addr_b) >= fed as f64
+    });
+    let answered = probes.iter().filter(|(c, _)| *c != 0).count();
+    let slowest = probes.iter().map(|(_, d)| *d).max().unwrap_or_default();
+    println!(
+        "slow restore: B restored {b_share} partition(s) in {restore_took:?}; enrichment {baseline:.0} events/s before, \
+         {during:.0} events/s during the restore (ratio {:.2}); /health/ready answered {answered} of {} probes, slowest {slowest:?}",
+        during / baseline.max(1.0),
+        probes.len(),
+    );
+    assert_eq!(answered, probes.len(), "a health probe went unanswered");
+    assert_eq!(a.terminate(Duration::from_secs(30)), Some(0));
+    assert_eq!(b.terminate(Duration::from_secs(30)), Some(0));
+}

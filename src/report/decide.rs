@@ -8,21 +8,16 @@
 //! are revoked, their IPs are forgotten. A restore that fails stops the reporter:
 //! deciding without the ledger could repeat reports.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::kafka::Clients;
+use super::ownership::{write_state, DecideContext, Owned, Restored, Restorer};
 use super::rules::{render_comment, CommentVars, Signal};
 use super::state::{Book, Candidate, Clock, IpState, Verdict};
 use super::submit::{
@@ -34,11 +29,9 @@ use crate::lookup::providers::http::HttpSettings;
 use crate::lookup::providers::ipinsights::{IpInsightsClient, ReportRequest};
 use crate::secret::Secret;
 
-/// How long reading one changelog partition back may take.
-const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often IPs with nothing left to remember are dropped (and tombstoned).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// How often the outbox is sent again (and owned partitions not yet restored are).
+/// How often the outbox is sent again.
 const RESEND_EVERY: Duration = Duration::from_secs(5);
 /// Most outbox reports sent again per round, so signals keep being decided.
 const RESEND_PER_TICK: usize = 20;
@@ -47,251 +40,6 @@ const RESEND_ROUND: Duration = Duration::from_secs(20);
 /// ipinsights refuses a second report of an address within 15 minutes as a
 /// duplicate (ipinsights-api.txt): the outbox is sent again only within it.
 const DUPLICATE_WINDOW_MS: u64 = 15 * 60 * 1000;
-
-/// Reads changelog partitions back.
-struct Restorer {
-    brokers: String,
-    options: BTreeMap<String, String>,
-    topic: String,
-    group: String,
-}
-
-impl Restorer {
-    /// Every record of one changelog partition, oldest first (blocking).
-    fn read(&self, partition: i32) -> Result<Vec<(IpAddr, Option<IpState>)>, ReportError> {
-        let fail = |reason: String| ReportError::Restore {
-            topic: self.topic.clone(),
-            partition,
-            reason,
-        };
-        let clients = Clients {
-            brokers: &self.brokers,
-            options: &self.options,
-        };
-        let consumer = clients
-            .reading_consumer(&self.group, &self.group)
-            .map_err(|e| fail(e.to_string()))?;
-        let (low, high) = consumer
-            .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
-            .map_err(|e| fail(e.to_string()))?;
-        let mut out = Vec::new();
-        if high <= low {
-            return Ok(out);
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(low))
-            .map_err(|e| fail(e.to_string()))?;
-        consumer.assign(&tpl).map_err(|e| fail(e.to_string()))?;
-        // Blocking: the decision loop runs this on a blocking thread and decides no
-        // signal of the partition until it returns.
-        let deadline = tokio::time::Instant::now() + RESTORE_TIMEOUT;
-        loop {
-            if tokio::time::Instant::now() > deadline {
-                return Err(fail(format!(
-                    "not at offset {high} after {RESTORE_TIMEOUT:?}"
-                )));
-            }
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    let ip = m
-                        .key()
-                        .and_then(|k| std::str::from_utf8(k).ok())
-                        .and_then(|k| k.parse::<IpAddr>().ok());
-                    match ip {
-                        Some(ip) => {
-                            let state = match m.payload() {
-                                None => None,
-                                Some(p) => match serde_json::from_slice::<IpState>(p) {
-                                    Ok(s) => Some(s),
-                                    Err(e) => {
-                                        warn!(topic = %self.topic, partition, offset = m.offset(), error = %e, "changelog record skipped");
-                                        continue;
-                                    }
-                                },
-                            };
-                            out.push((ip, state));
-                        }
-                        None => {
-                            warn!(topic = %self.topic, partition, offset = m.offset(), "changelog record without an ip key")
-                        }
-                    }
-                    if m.offset() >= high - 1 {
-                        return Ok(out);
-                    }
-                }
-                Some(Err(e)) => return Err(fail(e.to_string())),
-                None => {
-                    // Compaction may leave gaps at the end: ask where we are.
-                    let at = consumer.position().ok().and_then(|p| {
-                        p.find_partition(&self.topic, partition)
-                            .and_then(|e| e.offset().to_raw())
-                    });
-                    if at.is_some_and(|o| o >= high) {
-                        return Ok(out);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A change of the decision consumer's partitions, as the rebalance callbacks saw
-/// it. The callbacks only send these; the decision loop does the work (restore,
-/// forget) before it decides the next signal, so librdkafka's poll never waits
-/// on a changelog read.
-#[derive(Debug)]
-enum Membership {
-    Assigned(Vec<i32>),
-    Revoked(Vec<i32>),
-}
-
-/// Rebalance callbacks: tell the decision loop which signal partitions came and went.
-struct DecideContext {
-    membership: std::sync::mpsc::Sender<Membership>,
-    signals_topic: String,
-    reporter: String,
-}
-
-impl DecideContext {
-    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
-        tpl.elements_for_topic(&self.signals_topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect()
-    }
-}
-
-impl ClientContext for DecideContext {}
-
-impl ConsumerContext for DecideContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            info!(reporter = %self.reporter, partitions = tpl.count(), "decision partitions revoked");
-            // The receiver lives as long as the consumer; a send cannot fail.
-            let _ = self
-                .membership
-                .send(Membership::Revoked(self.partitions(tpl)));
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                let _ = self
-                    .membership
-                    .send(Membership::Assigned(self.partitions(tpl)));
-            }
-            Rebalance::Revoke(_) => {}
-            Rebalance::Error(e) => warn!(reporter = %self.reporter, error = %e, "rebalance error"),
-        }
-    }
-}
-
-/// The signal partitions this stage owns, and whether each one's state is back.
-///
-/// Callbacks run inside the consumer's poll, before the poll hands out any signal
-/// of a new assignment and before a revoked partition's next owner can start, so
-/// draining the channel before each signal sees every change that signal depends on.
-struct Owned {
-    membership: std::sync::mpsc::Receiver<Membership>,
-    /// Assigned partitions, `true` once restored.
-    partitions: BTreeMap<i32, bool>,
-}
-
-impl Owned {
-    /// Applies the changes the callbacks announced: revoked partitions are forgotten
-    /// (their IPs leave the book), assigned ones wait for their restore.
-    fn update(&mut self, book: &Mutex<Book>) {
-        while let Ok(change) = self.membership.try_recv() {
-            match change {
-                Membership::Assigned(ps) => {
-                    for p in ps {
-                        self.partitions.insert(p, false);
-                    }
-                }
-                Membership::Revoked(ps) => {
-                    let mut book = book.lock().expect("book lock");
-                    for p in ps {
-                        self.partitions.remove(&p);
-                        book.drop_partition(p);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The IPs of owned partitions with nothing left to remember at `now_ms`, taken
-    /// out of `book`. Revoked partitions are forgotten first: a sweep must not
-    /// tombstone an IP in a changelog partition that another replica owns now.
-    fn sweep(&mut self, book: &Mutex<Book>, now_ms: u64) -> Vec<(i32, IpAddr)> {
-        self.update(book);
-        book.lock().expect("book lock").sweep(now_ms)
-    }
-
-    /// Whether a signal of `partition` may be decided: the partition is owned and
-    /// its changelog is read back into `book` (now, on a blocking thread, if this is
-    /// its first signal). `Ok(false)`: no longer owned, leave the signal to the next
-    /// owner. A failed restore stops the stage: deciding without the ledger could
-    /// repeat reports.
-    /// Restores every assigned partition not restored yet, so a new owner finds
-    /// (and sends again) its partitions' outbox without waiting for a signal.
-    async fn restore_all(
-        &mut self,
-        restorer: &Arc<Restorer>,
-        book: &Mutex<Book>,
-        reporter: &str,
-    ) -> Result<(), ReportError> {
-        self.update(book);
-        let waiting: Vec<i32> = self
-            .partitions
-            .iter()
-            .filter(|(_, restored)| !**restored)
-            .map(|(p, _)| *p)
-            .collect();
-        for p in waiting {
-            self.ready(p, restorer, book, reporter).await?;
-        }
-        Ok(())
-    }
-
-    async fn ready(
-        &mut self,
-        partition: i32,
-        restorer: &Arc<Restorer>,
-        book: &Mutex<Book>,
-        reporter: &str,
-    ) -> Result<bool, ReportError> {
-        self.update(book);
-        match self.partitions.get(&partition) {
-            None => return Ok(false),
-            Some(true) => return Ok(true),
-            Some(false) => {}
-        }
-        let r = restorer.clone();
-        let records = tokio::task::spawn_blocking(move || r.read(partition))
-            .await
-            .map_err(|e| ReportError::Restore {
-                topic: restorer.topic.clone(),
-                partition,
-                reason: e.to_string(),
-            })??;
-        let n = records.len();
-        let mut book = book.lock().expect("book lock");
-        book.drop_partition(partition);
-        for (ip, state) in records {
-            book.restore(partition, ip, state);
-        }
-        info!(
-            reporter,
-            partition,
-            records = n,
-            ips = book.len(),
-            "decision partition restored"
-        );
-        self.partitions.insert(partition, true);
-        Ok(true)
-    }
-}
 
 /// Partition counts of a topic.
 fn partitions(consumer: &StreamConsumer<DecideContext>, topic: &str) -> Result<usize, ReportError> {
@@ -314,32 +62,6 @@ fn partitions(consumer: &StreamConsumer<DecideContext>, topic: &str) -> Result<u
     Ok(t.partitions().len())
 }
 
-/// Writes one IP's state (or a tombstone) to its changelog partition and waits for the ack.
-async fn write_state(
-    producer: &FutureProducer,
-    topic: &str,
-    partition: i32,
-    ip: IpAddr,
-    state: Option<&IpState>,
-) -> Result<(), ReportError> {
-    let key = ip.to_string();
-    let value = state.map(|s| serde_json::to_vec(s).expect("state serialises"));
-    let mut record = FutureRecord::<String, Vec<u8>>::to(topic)
-        .key(&key)
-        .partition(partition);
-    if let Some(v) = &value {
-        record = record.payload(v);
-    }
-    producer
-        .send(record, Duration::from_secs(30))
-        .await
-        .map_err(|(source, _)| ReportError::Kafka {
-            what: "changelog produce",
-            source,
-        })?;
-    Ok(())
-}
-
 /// Runs the decision stage until `stop`; returns (decisions, reports accepted).
 pub async fn run(
     settings: &ReporterSettings,
@@ -351,21 +73,21 @@ pub async fn run(
     let client_id = format!("ipenrich-report-{reporter}-decide");
     let submitter = submitter(settings, permits)?;
     let audit = audit_sink(settings, &client_id).await?;
-    let changelog = settings.clients().producer(&client_id)?;
-    let (consumer, mut owned, signal_partitions) = subscribe(settings, &client_id)?;
+    let (consumer, owned, mut restored, signal_partitions) = subscribe(settings, &client_id)?;
     let mut book = Book::new(settings);
     book.set_partitions(signal_partitions);
-    let book = Arc::new(Mutex::new(book));
     let restorer = Arc::new(Restorer {
         brokers: settings.brokers.clone(),
         options: settings.options.clone(),
         topic: settings.changelog_topic.clone(),
         group: format!("{}-restore", settings.decision_group_id),
+        txn_prefix: settings.decision_group_id.clone(),
     });
     let mut decider = Decider {
         settings,
-        book,
-        changelog,
+        book: Arc::new(Mutex::new(book)),
+        owned,
+        restorer,
         submitter,
         clock: Clock::system(),
         sent: 0,
@@ -375,17 +97,36 @@ pub async fn run(
     let mut resend = tokio::time::interval(RESEND_EVERY);
     resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut decisions = 0u64;
+    // Membership is looked at every 200 ms even while no signal comes, so a new
+    // assignment's restore starts at once.
+    let mut membership = tokio::time::interval(Duration::from_millis(200));
+    membership.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!(reporter, topic = %settings.signals_topic, dry_run = settings.dry_run, "decision stage running");
     loop {
         let msg = tokio::select! {
             biased;
             _ = stopped(&mut stop) => break,
+            done = restored.recv() => {
+                let Some(done) = done else { continue };
+                let held = decider.owned.restored(done, &decider.book, &consumer, &settings.signals_topic, reporter)?;
+                for m in held {
+                    match decider.process(&consumer, &m, &audit, &metrics, &mut stop).await? {
+                        Handled::Decided => decisions += 1,
+                        Handled::Skipped => {}
+                        Handled::Interrupted => break,
+                    }
+                }
+                continue;
+            }
+            _ = membership.tick() => {
+                decider.owned.update(&decider.book, &decider.restorer);
+                continue;
+            }
             _ = sweep.tick() => {
-                decider.sweep(&mut owned).await?;
+                decider.sweep().await?;
                 continue;
             }
             _ = resend.tick() => {
-                owned.restore_all(&restorer, &decider.book, reporter).await?;
                 for record in decider.resend(&mut stop).await? {
                     audit.write(&record).await?;
                     metrics.decision(reporter, record.outcome);
@@ -401,37 +142,24 @@ pub async fn run(
                 continue;
             }
         };
+        decider.owned.update(&decider.book, &decider.restorer);
         let (partition, offset) = (msg.partition(), msg.offset());
-        if !owned
-            .ready(partition, &restorer, &decider.book, reporter)
-            .await?
-        {
+        if !decider.owned.admit(partition, &msg) {
             debug!(
                 reporter,
-                partition, offset, "signal of a revoked partition left to its next owner"
+                partition,
+                offset,
+                "signal of a partition not ready (held) or revoked (left to its next owner)"
             );
             continue;
         }
-        let signal = msg
-            .payload()
-            .and_then(|p| serde_json::from_slice::<Signal>(p).ok())
-            .filter(|s| s.reporter == reporter);
-        let Some(signal) = signal else {
-            debug!(
-                reporter,
-                partition, offset, "signal skipped (undecodable or another reporter's)"
-            );
-            let _ = consumer.store_offset(&settings.signals_topic, partition, offset);
-            continue;
-        };
-        let Some(record) = decider.decide(partition, &signal, &mut stop).await? else {
-            break;
-        };
-        audit.write(&record).await?;
-        metrics.decision(reporter, record.outcome);
-        decisions += 1;
-        if let Err(e) = consumer.store_offset(&settings.signals_topic, partition, offset) {
-            debug!(reporter, error = %e, partition, "offset not stored");
+        match decider
+            .process(&consumer, &msg, &audit, &metrics, &mut stop)
+            .await?
+        {
+            Handled::Decided => decisions += 1,
+            Handled::Skipped => {}
+            Handled::Interrupted => break,
         }
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -440,6 +168,16 @@ pub async fn run(
     let sent = decider.sent;
     info!(reporter, decisions, sent, "decision stage stopped");
     Ok((decisions, sent))
+}
+
+/// What became of one signal record.
+enum Handled {
+    /// Decided, audited, its offset stored.
+    Decided,
+    /// Not a signal of this reporter (or undecodable); its offset stored.
+    Skipped,
+    /// Stopping interrupted its report: its offset stays unstored, for the next owner.
+    Interrupted,
 }
 
 /// The ipinsights submitter, or none in dry-run.
@@ -485,8 +223,16 @@ async fn audit_sink(
 fn subscribe(
     settings: &ReporterSettings,
     client_id: &str,
-) -> Result<(StreamConsumer<DecideContext>, Owned, u32), ReportError> {
-    let (tx, rx) = std::sync::mpsc::channel();
+) -> Result<
+    (
+        StreamConsumer<DecideContext>,
+        Owned,
+        tokio::sync::mpsc::UnboundedReceiver<Restored>,
+        u32,
+    ),
+    ReportError,
+> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let context = DecideContext {
         membership: tx,
         signals_topic: settings.signals_topic.clone(),
@@ -518,19 +264,17 @@ fn subscribe(
             what: "decision subscribe",
             source,
         })?;
-    let owned = Owned {
-        membership: rx,
-        partitions: BTreeMap::new(),
-    };
-    Ok((consumer, owned, signal_partitions as u32))
+    let (owned, restored) = Owned::new(rx);
+    Ok((consumer, owned, restored, signal_partitions as u32))
 }
 
 /// Takes verdicts on the book, keeps the changelog in step, sends reports.
 struct Decider<'a> {
     settings: &'a ReporterSettings,
     book: Arc<Mutex<Book>>,
-    /// Producer of the changelog topic.
-    changelog: FutureProducer,
+    /// The partitions owned, their restores and their fenced changelog writers.
+    owned: Owned,
+    restorer: Arc<Restorer>,
     /// None in dry-run.
     submitter: Option<Submitter>,
     clock: Clock,
@@ -540,12 +284,54 @@ struct Decider<'a> {
 
 impl Decider<'_> {
     /// Forgets IPs with nothing left to remember, tombstoning them.
-    async fn sweep(&self, owned: &mut Owned) -> Result<(), ReportError> {
-        let gone = owned.sweep(&self.book, self.clock.now_ms());
+    async fn sweep(&mut self) -> Result<(), ReportError> {
+        let gone = self
+            .owned
+            .sweep(&self.book, &self.restorer, self.clock.now_ms());
         for (p, ip) in gone {
             self.write(p, ip, None).await?;
         }
         Ok(())
+    }
+
+    /// Decides one signal record of an owned, restored partition, audits the
+    /// decision, then stores the record's offset.
+    async fn process(
+        &mut self,
+        consumer: &StreamConsumer<DecideContext>,
+        msg: &impl Message,
+        audit: &AuditSink,
+        metrics: &ReportMetrics,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Handled, ReportError> {
+        let reporter = self.settings.name.as_str();
+        let topic = self.settings.signals_topic.as_str();
+        let (partition, offset) = (msg.partition(), msg.offset());
+        let signal = msg
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Signal>(p).ok())
+            .filter(|s| s.reporter == reporter);
+        let handled = match signal {
+            None => {
+                debug!(
+                    reporter,
+                    partition, offset, "signal skipped (undecodable or another reporter's)"
+                );
+                Handled::Skipped
+            }
+            Some(signal) => {
+                let Some(record) = self.decide(partition, &signal, stop).await? else {
+                    return Ok(Handled::Interrupted);
+                };
+                audit.write(&record).await?;
+                metrics.decision(reporter, record.outcome);
+                Handled::Decided
+            }
+        };
+        if let Err(e) = consumer.store_offset(topic, partition, offset) {
+            debug!(reporter, error = %e, partition, "offset not stored");
+        }
+        Ok(handled)
     }
 
     /// Decides one signal: the verdict, its changelog write, the report. Returns the
@@ -761,21 +547,22 @@ impl Decider<'_> {
     }
 
     /// Writes one attacker's state (or a tombstone) under its book key to the
-    /// changelog and waits for the ack.
+    /// changelog, through the partition's fenced writer, and waits for the commit.
     async fn write(
         &self,
         partition: i32,
         ip: IpAddr,
         state: Option<&IpState>,
     ) -> Result<(), ReportError> {
-        write_state(
-            &self.changelog,
-            &self.settings.changelog_topic,
-            partition,
-            ip,
-            state,
-        )
-        .await
+        let topic = &self.settings.changelog_topic;
+        let Some(writer) = self.owned.writer(partition) else {
+            // Only restored partitions have IPs in the book: not ours any more.
+            return Err(ReportError::Fenced {
+                topic: topic.clone(),
+                partition,
+            });
+        };
+        write_state(writer, topic, partition, ip, state).await
     }
 }
 
@@ -814,50 +601,5 @@ pub fn request(settings: &ReporterSettings, c: &Candidate) -> ReportRequest {
         categories: c.categories.clone(),
         comment: (!comment.is_empty()).then_some(comment),
         source: Some(c.source),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::ReporterConfig;
-
-    fn book() -> Mutex<Book> {
-        let yaml = "name: t\nbrokers: b\ntopics: [in]\nsignals_topic: s\nchangelog_topic: c\naudit: {file: {path: /tmp/x}}\nrules:\n - name: sshd\n   when: [{field: message, exists: true}]\n   attacker: {role: source}\n   categories: [ssh_bruteforce]\n   source: fail2ban\n";
-        let cfg: ReporterConfig = serde_yaml_ng::with::singleton_map_recursive::deserialize(
-            serde_yaml_ng::Deserializer::from_str(yaml),
-        )
-        .unwrap();
-        Mutex::new(Book::new(&cfg.validate().unwrap()))
-    }
-
-    /// A revoke announced by the callback reaches the book before the next sweep,
-    /// so a sweep never tombstones an IP in a changelog partition another replica
-    /// owns now; the partition's signals are left to that owner.
-    #[test]
-    fn revoked_partitions_leave_the_book_before_a_sweep() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut owned = Owned {
-            membership: rx,
-            partitions: BTreeMap::new(),
-        };
-        let book = book();
-        tx.send(Membership::Assigned(vec![0, 1])).unwrap();
-        owned.update(&book);
-        let (kept, revoked): (IpAddr, IpAddr) = (
-            "203.0.113.7".parse().unwrap(),
-            "198.51.100.9".parse().unwrap(),
-        );
-        book.lock()
-            .unwrap()
-            .restore(0, kept, Some(IpState::default()));
-        book.lock()
-            .unwrap()
-            .restore(1, revoked, Some(IpState::default()));
-
-        tx.send(Membership::Revoked(vec![1])).unwrap();
-        assert_eq!(owned.sweep(&book, u64::MAX / 2), vec![(0, kept)]);
-        assert!(owned.partitions.contains_key(&0));
-        assert!(!owned.partitions.contains_key(&1));
     }
 }

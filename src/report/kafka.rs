@@ -76,6 +76,7 @@ impl Clients<'_> {
             &[
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
+                ("isolation.level", "read_committed"),
             ],
         )
         .create()
@@ -94,6 +95,28 @@ impl Clients<'_> {
 }
 
 impl Clients<'_> {
+    /// The transactional producer of one changelog partition: `txn_id` is the same
+    /// for every replica, so the broker lets only its latest initialiser write.
+    pub(crate) fn transactional_producer(
+        &self,
+        txn_id: &str,
+    ) -> Result<super::ownership::Writer, ReportError> {
+        self.config(
+            &[("client.id", txn_id)],
+            &[
+                ("transactional.id", txn_id),
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "0"),
+            ],
+        )
+        .create()
+        .map_err(|source| ReportError::Kafka {
+            what: "changelog writer create",
+            source,
+        })
+    }
+
     /// An admin client (topic creation).
     pub(crate) fn admin(
         &self,

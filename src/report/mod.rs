@@ -25,11 +25,15 @@
 //!    IP is counted and decided by exactly one consumer at a time. Its counters and
 //!    report ledger ([`state::Book`]) live in memory and in a compacted changelog
 //!    topic keyed by IP (partition n holds the state of signal partition n). When a
-//!    partition is assigned (start, restart, rebalance) its changelog is read to the
-//!    end *before* any of its signals is processed: the rebalance callbacks only
-//!    announce the change on a channel, and the decision loop restores a partition
-//!    on a blocking thread before it decides the partition's first signal, and skips
-//!    the signals of a partition already revoked. A state change is acknowledged by the broker
+//!    partition is assigned (start, restart, rebalance) the callback only pauses it;
+//!    a task of its own (`ownership.rs`) fences the partition's previous writer
+//!    (changelog partition n is written only by a transactional producer whose
+//!    `transactional.id` names the group and n, so initialising it makes the broker
+//!    refuse every later write of a previous owner that was paused and lost the
+//!    partition) and reads its changelog to the end, `read_committed`, while the
+//!    loop goes on deciding the partitions it has; then the partition is resumed.
+//!    No signal of a partition is decided before its restore, and a revoked
+//!    partition's signals are left to its next owner. A state change is committed
 //!    before the signal's offset is stored, and a report's ledger entry is written
 //!    *before* the report is sent, with the report itself in the IP's outbox
 //!    ([`state::Pending`]); the outbox is emptied when the provider accepts the
@@ -75,6 +79,7 @@ use tracing::info;
 pub mod decide;
 pub mod event_time;
 mod kafka;
+mod ownership;
 pub mod rules;
 pub mod signal;
 pub mod state;
@@ -131,6 +136,13 @@ pub enum ReportError {
     /// Topics that do not fit together.
     #[error("{0}")]
     Topology(String),
+    /// A newer owner of a changelog partition fenced this replica's writer: this
+    /// replica lost the partition (paused past its session, say) and must not
+    /// write it. The reporter restarts and rejoins its group.
+    #[error(
+        "changelog {topic} partition {partition}: fenced by its new owner; this replica lost it"
+    )]
+    Fenced { topic: String, partition: i32 },
 }
 
 /// How long start waits for the brokers to answer about the reporter's topics.
