@@ -1463,7 +1463,7 @@ fn a_zombie_owner_gets_every_changelog_write_rejected() {
             a.kill();
             break;
         }
-        println!("round {round}: A resumed between two writes; pausing it again");
+        println!("round {round}: A resumed without trying to write; pausing it again");
     }
     assert!(
         fenced(&log_a) > 0,

@@ -1,12 +1,15 @@
 //! Decision stage: signals in (one consumer per IP), verdicts, reports, audit.
 //!
-//! Contract, per signal and in this order: the verdict is taken on the book;
-//! a changed IP state is written to the changelog and acknowledged; a report is
-//! sent (or, in dry-run, not); the decision is audited (acknowledged or flushed);
-//! only then is the signal's offset stored. When partitions are assigned, their
-//! changelog is read to the end before their first signal is decided; when they
-//! are revoked, their IPs are forgotten. A restore that fails stops the reporter:
-//! deciding without the ledger could repeat reports.
+//! Contract, per signal and in this order: the verdict is taken on the book; a
+//! changed IP state is written into its changelog partition's open transaction;
+//! before a report is sent, that transaction is committed, so the outbox entry is
+//! durable; the batch commits (every 200 ms or 2,000 decisions); only then is the
+//! decision audited (acknowledged or flushed) and the signal's offset stored. A
+//! batch that fails to commit stops the reporter, which restarts from the
+//! changelog. When partitions are assigned, their changelog is read to the end
+//! (by a task, see `ownership.rs`) before their first signal is decided; when
+//! they are revoked, their IPs and undecided batch are forgotten. A restore that
+//! fails stops the reporter: deciding without the ledger could repeat reports.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -17,7 +20,7 @@ use rdkafka::message::Message;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::ownership::{write_state, DecideContext, Owned, Restored, Restorer};
+use super::ownership::{DecideContext, Owned, Restored, Restorer};
 use super::rules::{render_comment, CommentVars, Signal};
 use super::state::{Book, Candidate, Clock, IpState, Verdict};
 use super::submit::{
@@ -31,6 +34,11 @@ use crate::secret::Secret;
 
 /// How often IPs with nothing left to remember are dropped (and tombstoned).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Longest a decision waits for its changelog commit (and so for its audit and
+/// offset): writes are committed in batches, one transaction per partition.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Decisions that make a batch commit at once.
+const FLUSH_AT: usize = 2000;
 /// How often the outbox is sent again.
 const RESEND_EVERY: Duration = Duration::from_secs(5);
 /// Most outbox reports sent again per round, so signals keep being decided.
@@ -71,66 +79,47 @@ pub async fn run(
 ) -> Result<(u64, u64), ReportError> {
     let reporter = settings.name.as_str();
     let client_id = format!("ipenrich-report-{reporter}-decide");
-    let submitter = submitter(settings, permits)?;
-    let audit = audit_sink(settings, &client_id).await?;
-    let (consumer, owned, mut restored, signal_partitions) = subscribe(settings, &client_id)?;
-    let mut book = Book::new(settings);
-    book.set_partitions(signal_partitions);
-    let restorer = Arc::new(Restorer {
-        brokers: settings.brokers.clone(),
-        options: settings.options.clone(),
-        topic: settings.changelog_topic.clone(),
-        group: format!("{}-restore", settings.decision_group_id),
-        txn_prefix: settings.decision_group_id.clone(),
-    });
-    let mut decider = Decider {
-        settings,
-        book: Arc::new(Mutex::new(book)),
-        owned,
-        restorer,
-        submitter,
-        clock: Clock::system(),
-        sent: 0,
-    };
+    let (mut decider, consumer, mut restored) =
+        open(settings, metrics, permits, &client_id).await?;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut resend = tokio::time::interval(RESEND_EVERY);
     resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut decisions = 0u64;
     // Membership is looked at every 200 ms even while no signal comes, so a new
     // assignment's restore starts at once.
     let mut membership = tokio::time::interval(Duration::from_millis(200));
     membership.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!(reporter, topic = %settings.signals_topic, dry_run = settings.dry_run, "decision stage running");
     loop {
         let msg = tokio::select! {
             biased;
             _ = stopped(&mut stop) => break,
+            _ = flush.tick(), if !decider.pending.is_empty() => {
+                decider.flush(&consumer).await?;
+                continue;
+            }
             done = restored.recv() => {
                 let Some(done) = done else { continue };
                 let held = decider.owned.restored(done, &decider.book, &consumer, &settings.signals_topic, reporter)?;
                 for m in held {
-                    match decider.process(&consumer, &m, &audit, &metrics, &mut stop).await? {
-                        Handled::Decided => decisions += 1,
-                        Handled::Skipped => {}
-                        Handled::Interrupted => break,
+                    if !decider.process(&m, &mut stop).await? {
+                        break;
                     }
                 }
                 continue;
             }
             _ = membership.tick() => {
-                decider.owned.update(&decider.book, &decider.restorer);
+                decider.update();
                 continue;
             }
             _ = sweep.tick() => {
-                decider.sweep().await?;
+                decider.sweep(&consumer).await?;
                 continue;
             }
             _ = resend.tick() => {
-                for record in decider.resend(&mut stop).await? {
-                    audit.write(&record).await?;
-                    metrics.decision(reporter, record.outcome);
-                }
+                decider.resend(&consumer, &mut stop).await?;
                 continue;
             }
             msg = consumer.recv() => msg,
@@ -142,7 +131,7 @@ pub async fn run(
                 continue;
             }
         };
-        decider.owned.update(&decider.book, &decider.restorer);
+        decider.update();
         let (partition, offset) = (msg.partition(), msg.offset());
         if !decider.owned.admit(partition, &msg) {
             debug!(
@@ -153,31 +142,72 @@ pub async fn run(
             );
             continue;
         }
-        match decider
-            .process(&consumer, &msg, &audit, &metrics, &mut stop)
-            .await?
-        {
-            Handled::Decided => decisions += 1,
-            Handled::Skipped => {}
-            Handled::Interrupted => break,
+        if !decider.process(&msg, &mut stop).await? {
+            break;
+        }
+        if decider.pending.len() >= FLUSH_AT {
+            decider.flush(&consumer).await?;
         }
     }
+    decider.flush(&consumer).await?;
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         debug!(reporter, error = %e, "final decision commit");
     }
-    let sent = decider.sent;
+    let (decisions, sent) = (decider.decisions(), decider.sent);
     info!(reporter, decisions, sent, "decision stage stopped");
     Ok((decisions, sent))
 }
 
-/// What became of one signal record.
-enum Handled {
-    /// Decided, audited, its offset stored.
-    Decided,
-    /// Not a signal of this reporter (or undecodable); its offset stored.
-    Skipped,
-    /// Stopping interrupted its report: its offset stays unstored, for the next owner.
-    Interrupted,
+/// The decision stage's consumer (subscribed), its decider, and where restores
+/// report back.
+async fn open<'a>(
+    settings: &'a ReporterSettings,
+    metrics: ReportMetrics,
+    permits: Arc<dyn Permits>,
+    client_id: &str,
+) -> Result<
+    (
+        Decider<'a>,
+        StreamConsumer<DecideContext>,
+        tokio::sync::mpsc::UnboundedReceiver<Restored>,
+    ),
+    ReportError,
+> {
+    let submitter = submitter(settings, permits)?;
+    let audit = audit_sink(settings, client_id).await?;
+    let (consumer, owned, restored, signal_partitions) = subscribe(settings, client_id)?;
+    let mut book = Book::new(settings);
+    book.set_partitions(signal_partitions);
+    let restorer = Arc::new(Restorer {
+        brokers: settings.brokers.clone(),
+        options: settings.options.clone(),
+        topic: settings.changelog_topic.clone(),
+        group: format!("{}-restore", settings.decision_group_id),
+        txn_prefix: settings.decision_group_id.clone(),
+    });
+    let decider = Decider {
+        settings,
+        book: Arc::new(Mutex::new(book)),
+        owned,
+        restorer,
+        submitter,
+        clock: Clock::system(),
+        sent: 0,
+        audit,
+        metrics,
+        pending: Vec::new(),
+        decided: 0,
+    };
+    Ok((decider, consumer, restored))
+}
+
+/// A decided (or skipped) signal whose changelog writes are not committed yet:
+/// its audit record and offset wait for the commit.
+struct Decided {
+    partition: i32,
+    offset: i64,
+    /// None for a record that was not a signal of this reporter.
+    record: Option<AuditRecord>,
 }
 
 /// The ipinsights submitter, or none in dry-run.
@@ -280,58 +310,112 @@ struct Decider<'a> {
     clock: Clock,
     /// Reports accepted by the provider.
     sent: u64,
+    audit: AuditSink,
+    metrics: ReportMetrics,
+    /// Decisions waiting for their changelog commit, in order.
+    pending: Vec<Decided>,
+    /// Signals decided and audited.
+    decided: u64,
 }
 
 impl Decider<'_> {
     /// Forgets IPs with nothing left to remember, tombstoning them.
-    async fn sweep(&mut self) -> Result<(), ReportError> {
-        let gone = self
+    async fn sweep(&mut self, consumer: &StreamConsumer<DecideContext>) -> Result<(), ReportError> {
+        let (revoked, gone) = self
             .owned
             .sweep(&self.book, &self.restorer, self.clock.now_ms());
+        self.forget(&revoked);
         for (p, ip) in gone {
             self.write(p, ip, None).await?;
+        }
+        self.flush(consumer).await
+    }
+
+    /// Applies membership changes; decisions of revoked partitions are dropped
+    /// with their uncommitted writes (the next owner decides those signals).
+    fn update(&mut self) {
+        let revoked = self.owned.update(&self.book, &self.restorer);
+        self.forget(&revoked);
+    }
+
+    fn forget(&mut self, revoked: &[i32]) {
+        if !revoked.is_empty() {
+            self.pending.retain(|d| !revoked.contains(&d.partition));
+        }
+    }
+
+    /// Signals decided and audited so far.
+    fn decisions(&self) -> u64 {
+        self.decided
+    }
+
+    /// Commits every open changelog transaction.
+    async fn commit_all(&self) -> Result<(), ReportError> {
+        let topic = &self.settings.changelog_topic;
+        // One transaction per partition, committed side by side.
+        futures::future::try_join_all(
+            self.owned
+                .writers()
+                .into_iter()
+                .map(|(partition, writer)| writer.commit(topic, partition)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Commits the changelog writes, then audits the decisions they belong to and
+    /// stores their offsets, in order.
+    async fn flush(&mut self, consumer: &StreamConsumer<DecideContext>) -> Result<(), ReportError> {
+        self.commit_all().await?;
+        let reporter = self.settings.name.as_str();
+        let topic = self.settings.signals_topic.as_str();
+        let pending = std::mem::take(&mut self.pending);
+        let records: Vec<&AuditRecord> = pending.iter().filter_map(|d| d.record.as_ref()).collect();
+        self.audit.write_batch(&records).await?;
+        for d in &pending {
+            if let Some(record) = &d.record {
+                self.metrics.decision(reporter, record.outcome);
+                self.decided += 1;
+            }
+            if let Err(e) = consumer.store_offset(topic, d.partition, d.offset) {
+                debug!(reporter, error = %e, partition = d.partition, "offset not stored");
+            }
         }
         Ok(())
     }
 
-    /// Decides one signal record of an owned, restored partition, audits the
-    /// decision, then stores the record's offset.
+    /// Decides one signal record of an owned, restored partition; its audit and
+    /// offset wait for the commit of its writes. False when stopping interrupted it.
     async fn process(
         &mut self,
-        consumer: &StreamConsumer<DecideContext>,
         msg: &impl Message,
-        audit: &AuditSink,
-        metrics: &ReportMetrics,
         stop: &mut watch::Receiver<bool>,
-    ) -> Result<Handled, ReportError> {
+    ) -> Result<bool, ReportError> {
         let reporter = self.settings.name.as_str();
-        let topic = self.settings.signals_topic.as_str();
         let (partition, offset) = (msg.partition(), msg.offset());
         let signal = msg
             .payload()
             .and_then(|p| serde_json::from_slice::<Signal>(p).ok())
             .filter(|s| s.reporter == reporter);
-        let handled = match signal {
+        let record = match signal {
             None => {
                 debug!(
                     reporter,
                     partition, offset, "signal skipped (undecodable or another reporter's)"
                 );
-                Handled::Skipped
+                None
             }
-            Some(signal) => {
-                let Some(record) = self.decide(partition, &signal, stop).await? else {
-                    return Ok(Handled::Interrupted);
-                };
-                audit.write(&record).await?;
-                metrics.decision(reporter, record.outcome);
-                Handled::Decided
-            }
+            Some(signal) => match self.decide(partition, &signal, stop).await? {
+                Some(record) => Some(record),
+                None => return Ok(false),
+            },
         };
-        if let Err(e) = consumer.store_offset(topic, partition, offset) {
-            debug!(reporter, error = %e, partition, "offset not stored");
-        }
-        Ok(handled)
+        self.pending.push(Decided {
+            partition,
+            offset,
+            record,
+        });
+        Ok(true)
     }
 
     /// Decides one signal: the verdict, its changelog write, the report. Returns the
@@ -393,6 +477,8 @@ impl Decider<'_> {
             return Ok(Some(Outcome::DryRun));
         };
         let key = self.book.lock().expect("book lock").key(c.ip);
+        // The outbox entry is in the changelog before the report leaves.
+        self.commit_all().await?;
         let sent = s.send(&request, stop).await;
         if let Some(outcome) = self.confirm(key, &sent, record).await? {
             self.sent += u64::from(outcome == Outcome::Sent);
@@ -482,12 +568,30 @@ impl Decider<'_> {
     /// the window is given up and audited `lost`. At most [`RESEND_PER_TICK`] sends.
     async fn resend(
         &mut self,
+        consumer: &StreamConsumer<DecideContext>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), ReportError> {
+        self.update();
+        let records = self.resend_round(stop).await?;
+        // Settled outboxes are committed before their decisions are audited.
+        self.flush(consumer).await?;
+        for record in records {
+            self.audit.write(&record).await?;
+            self.metrics.decision(&self.settings.name, record.outcome);
+        }
+        Ok(())
+    }
+
+    /// One round of [`Decider::resend`]: the audit records of what it decided.
+    async fn resend_round(
+        &mut self,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Vec<AuditRecord>, ReportError> {
         let mut out = Vec::new();
         let Some(submitter) = &self.submitter else {
             return Ok(out);
         };
+        self.commit_all().await?;
         let pending = self.book.lock().expect("book lock").pending();
         let started = tokio::time::Instant::now();
         for (_, key, p) in pending.into_iter().take(RESEND_PER_TICK) {
@@ -562,7 +666,7 @@ impl Decider<'_> {
                 partition,
             });
         };
-        write_state(writer, topic, partition, ip, state).await
+        writer.write(topic, partition, ip, state)
     }
 }
 

@@ -100,7 +100,7 @@ impl Clients<'_> {
     pub(crate) fn transactional_producer(
         &self,
         txn_id: &str,
-    ) -> Result<super::ownership::Writer, ReportError> {
+    ) -> Result<super::ownership::TxnProducer, ReportError> {
         self.config(
             &[("client.id", txn_id)],
             &[

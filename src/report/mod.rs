@@ -33,9 +33,12 @@
 //!    partition) and reads its changelog to the end, `read_committed`, while the
 //!    loop goes on deciding the partitions it has; then the partition is resumed.
 //!    No signal of a partition is decided before its restore, and a revoked
-//!    partition's signals are left to its next owner. A state change is committed
-//!    before the signal's offset is stored, and a report's ledger entry is written
-//!    *before* the report is sent, with the report itself in the IP's outbox
+//!    partition's signals are left to its next owner. State changes are committed
+//!    in batches (one transaction per partition, every 200 ms or 2,000 decisions),
+//!    and a signal is audited and its offset stored only after its batch commits;
+//!    a batch that does not commit never happened, and its signals are decided
+//!    again from the changelog. A report's ledger entry is committed *before*
+//!    the report is sent, with the report itself in the IP's outbox
 //!    ([`state::Pending`]); the outbox is emptied when the provider accepts the
 //!    report or says it has it already (400 duplicate). A report not confirmed (a
 //!    timeout, a SIGKILL mid-send, a shutdown) stays in the outbox and is sent again

@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,8 @@ use super::kafka::Clients;
 use super::state::{Book, IpState};
 use super::ReportError;
 
-/// A restore that has read nothing for this long fails (the reporter restarts).
+/// A restore that has read nothing for this long says so (and goes on: a throttled
+/// or unreachable broker is transient, and starting over would not be faster).
 const RESTORE_STALL: Duration = Duration::from_secs(60);
 /// Longest wait for a transactional call (init, commit) of a changelog writer.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -101,7 +103,15 @@ impl ConsumerContext for DecideContext {
 }
 
 /// The transactional producer that alone may write one changelog partition.
-pub(crate) type Writer = ThreadedProducer<DefaultProducerContext>;
+pub(crate) type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
+/// A changelog partition's writer and whether it has a transaction open. Writes go
+/// into the open transaction; [`Writer::commit`] makes them visible, at once, to
+/// the partition's next restore.
+pub(crate) struct Writer {
+    producer: TxnProducer,
+    open: std::sync::atomic::AtomicBool,
+}
 
 /// A restored partition: its records, oldest first, and its writer.
 type Restore = (Vec<(IpAddr, Option<IpState>)>, Writer);
@@ -134,9 +144,9 @@ impl Restorer {
     }
 
     /// Fences the partition's previous writer, then reads the partition (blocking).
-    fn restore(&self, partition: i32) -> Result<Restore, ReportError> {
+    fn restore(&self, partition: i32, cancel: &AtomicBool) -> Result<Restore, ReportError> {
         let writer = self.writer(partition)?;
-        let records = self.read(partition)?;
+        let records = self.read(partition, cancel)?;
         Ok((records, writer))
     }
 
@@ -144,18 +154,25 @@ impl Restorer {
     /// previous owner's writes to it are refused.
     fn writer(&self, partition: i32) -> Result<Writer, ReportError> {
         let txn_id = format!("{}-{}-{partition}", self.txn_prefix, self.topic);
-        let writer: Writer = self.clients().transactional_producer(&txn_id)?;
-        writer
+        let producer: TxnProducer = self.clients().transactional_producer(&txn_id)?;
+        producer
             .init_transactions(TXN_TIMEOUT)
             .map_err(|source| ReportError::Kafka {
                 what: "changelog writer init (fencing the previous owner)",
                 source,
             })?;
-        Ok(writer)
+        Ok(Writer {
+            producer,
+            open: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// Every committed record of one changelog partition, oldest first (blocking).
-    fn read(&self, partition: i32) -> Result<Vec<(IpAddr, Option<IpState>)>, ReportError> {
+    fn read(
+        &self,
+        partition: i32,
+        cancel: &AtomicBool,
+    ) -> Result<Vec<(IpAddr, Option<IpState>)>, ReportError> {
         let fail = |reason: String| ReportError::Restore {
             topic: self.topic.clone(),
             partition,
@@ -180,10 +197,13 @@ impl Restorer {
         consumer.assign(&tpl).map_err(|e| fail(e.to_string()))?;
         let mut progress = Instant::now();
         loop {
+            if cancel.load(Ordering::Relaxed) {
+                // Revoked meanwhile, or the stage stopped: the result would be dropped.
+                return Ok(out);
+            }
             if progress.elapsed() > RESTORE_STALL {
-                return Err(fail(format!(
-                    "no progress towards offset {high} for {RESTORE_STALL:?}"
-                )));
+                warn!(topic = %self.topic, partition, read = out.len(), end = high, "changelog restore made no progress for {RESTORE_STALL:?}; still reading");
+                progress = Instant::now();
             }
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
@@ -236,8 +256,9 @@ impl Restorer {
 
 /// Where an assigned partition stands.
 enum Phase {
-    /// Its restore task (this epoch) is running; its signals are held.
-    Restoring(u64),
+    /// Its restore task (this epoch) is running, cancelled by the flag; its
+    /// signals are held.
+    Restoring(u64, Arc<AtomicBool>),
     /// Restored; its changelog writer is ours.
     Ready(Arc<Writer>),
 }
@@ -275,37 +296,51 @@ impl Owned {
     /// Applies the changes the callbacks announced: revoked partitions are forgotten
     /// (their IPs leave the book, their writer is closed), assigned ones start
     /// their restore task.
-    pub fn update(&mut self, book: &std::sync::Mutex<Book>, restorer: &Arc<Restorer>) {
+    /// Returns the partitions revoked.
+    pub fn update(&mut self, book: &std::sync::Mutex<Book>, restorer: &Arc<Restorer>) -> Vec<i32> {
+        let mut revoked = Vec::new();
         while let Ok(change) = self.membership.try_recv() {
             match change {
                 Membership::Assigned(ps) => {
                     for p in ps {
                         self.epoch += 1;
-                        self.partitions.insert(p, Phase::Restoring(self.epoch));
+                        let cancel = Arc::new(AtomicBool::new(false));
+                        self.partitions
+                            .insert(p, Phase::Restoring(self.epoch, cancel.clone()));
                         self.held.remove(&p);
-                        self.spawn_restore(p, restorer);
+                        self.spawn_restore(p, restorer, cancel);
                     }
                 }
                 Membership::Revoked(ps) => {
                     let mut book = book.lock().expect("book lock");
                     for p in ps {
-                        if let Some(Phase::Ready(writer)) = self.partitions.remove(&p) {
-                            // Closing a producer may wait on the brokers: not here.
-                            drop(tokio::task::spawn_blocking(move || drop(writer)));
+                        match self.partitions.remove(&p) {
+                            Some(Phase::Ready(writer)) => {
+                                // Closing a producer may wait on the brokers: not here.
+                                // Its open transaction, if any, is aborted by the
+                                // next owner: those signals are decided again there.
+                                drop(tokio::task::spawn_blocking(move || drop(writer)));
+                            }
+                            Some(Phase::Restoring(_, cancel)) => {
+                                cancel.store(true, Ordering::Relaxed)
+                            }
+                            None => {}
                         }
                         self.held.remove(&p);
                         book.drop_partition(p);
+                        revoked.push(p);
                     }
                 }
             }
         }
+        revoked
     }
 
-    fn spawn_restore(&self, partition: i32, restorer: &Arc<Restorer>) {
+    fn spawn_restore(&self, partition: i32, restorer: &Arc<Restorer>, cancel: Arc<AtomicBool>) {
         let (r, tx, epoch) = (restorer.clone(), self.restored_tx.clone(), self.epoch);
         drop(tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let result = r.restore(partition);
+            let result = r.restore(partition, &cancel);
             let _ = tx.send(Restored {
                 partition,
                 epoch,
@@ -329,7 +364,7 @@ impl Owned {
         reporter: &str,
     ) -> Result<Vec<OwnedMessage>, ReportError> {
         let p = done.partition;
-        if !matches!(self.partitions.get(&p), Some(Phase::Restoring(e)) if *e == done.epoch) {
+        if !matches!(self.partitions.get(&p), Some(Phase::Restoring(e, _)) if *e == done.epoch) {
             return Ok(Vec::new());
         }
         let (records, writer) = done.result?;
@@ -357,7 +392,7 @@ impl Owned {
     pub fn admit(&mut self, partition: i32, msg: &rdkafka::message::BorrowedMessage<'_>) -> bool {
         match self.partitions.get(&partition) {
             Some(Phase::Ready(_)) => true,
-            Some(Phase::Restoring(_)) => {
+            Some(Phase::Restoring(..)) => {
                 self.held.entry(partition).or_default().push(msg.detach());
                 false
             }
@@ -373,6 +408,17 @@ impl Owned {
         }
     }
 
+    /// Every writer of a restored partition, with its partition.
+    pub fn writers(&self) -> Vec<(i32, Arc<Writer>)> {
+        self.partitions
+            .iter()
+            .filter_map(|(p, phase)| match phase {
+                Phase::Ready(w) => Some((*p, w.clone())),
+                Phase::Restoring(..) => None,
+            })
+            .collect()
+    }
+
     /// The IPs of owned partitions with nothing left to remember at `now_ms`, taken
     /// out of `book`. Revoked partitions are forgotten first: a sweep must not
     /// tombstone an IP in a changelog partition that another replica owns now.
@@ -381,54 +427,77 @@ impl Owned {
         book: &std::sync::Mutex<Book>,
         restorer: &Arc<Restorer>,
         now_ms: u64,
-    ) -> Vec<(i32, IpAddr)> {
-        self.update(book, restorer);
-        book.lock().expect("book lock").sweep(now_ms)
+    ) -> (Vec<i32>, Vec<(i32, IpAddr)>) {
+        let revoked = self.update(book, restorer);
+        (revoked, book.lock().expect("book lock").sweep(now_ms))
     }
 }
 
-/// Writes one IP's state (or a tombstone) to its changelog partition, in a
-/// transaction of the partition's writer, and waits for the commit. A writer
-/// fenced by a newer owner fails with [`ReportError::Fenced`].
-pub(crate) async fn write_state(
-    writer: Arc<Writer>,
-    topic: &str,
-    partition: i32,
-    ip: IpAddr,
-    state: Option<&IpState>,
-) -> Result<(), ReportError> {
-    let key = ip.to_string();
-    let value = state.map(|s| serde_json::to_vec(s).expect("state serialises"));
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let fenced = |source: KafkaError| classify(source, &topic, partition);
-        writer.begin_transaction().map_err(fenced)?;
+impl Writer {
+    /// Puts one IP's state (or a tombstone) into the open transaction (opening one
+    /// if none is): visible once [`Writer::commit`] returns. A writer fenced by a
+    /// newer owner fails with [`ReportError::Fenced`].
+    pub fn write(
+        &self,
+        topic: &str,
+        partition: i32,
+        ip: IpAddr,
+        state: Option<&IpState>,
+    ) -> Result<(), ReportError> {
+        let fenced = |source: KafkaError| classify(source, topic, partition);
+        if !self.open.load(Ordering::Relaxed) {
+            self.producer.begin_transaction().map_err(fenced)?;
+            self.open.store(true, Ordering::Relaxed);
+        }
+        let key = ip.to_string();
+        let value = state.map(|s| serde_json::to_vec(s).expect("state serialises"));
         let writer_id = writer_id();
         let headers = OwnedHeaders::new().insert(Header {
             key: WRITER_HEADER,
             value: Some(writer_id.as_str()),
         });
-        let mut record = BaseRecord::<String, Vec<u8>>::to(&topic)
+        let mut record = BaseRecord::<String, Vec<u8>>::to(topic)
             .key(&key)
             .partition(partition)
             .headers(headers);
         if let Some(v) = &value {
             record = record.payload(v);
         }
-        if let Err((source, _)) = writer.send(record) {
-            let _ = writer.abort_transaction(TXN_TIMEOUT);
-            return Err(fenced(source));
-        }
-        match writer.commit_transaction(TXN_TIMEOUT) {
-            Ok(()) => Ok(()),
-            Err(source) => {
-                let _ = writer.abort_transaction(TXN_TIMEOUT);
-                Err(fenced(source))
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                // The local queue is full: it drains on its own thread.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((source, _)) => return Err(fenced(source)),
             }
         }
-    })
-    .await
-    .map_err(|e| ReportError::Topology(format!("changelog write task: {e}")))?
+    }
+
+    /// Commits the open transaction, if any (on a blocking thread), and waits
+    /// for the brokers. On failure the transaction is aborted and the error
+    /// returned: the writes it held never happened, and the reporter restarts
+    /// from the changelog.
+    pub async fn commit(self: Arc<Self>, topic: &str, partition: i32) -> Result<(), ReportError> {
+        if !self.open.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            self.open.store(false, Ordering::Relaxed);
+            match self.producer.commit_transaction(TXN_TIMEOUT) {
+                Ok(()) => Ok(()),
+                Err(source) => {
+                    let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+                    Err(classify(source, &topic, partition))
+                }
+            }
+        })
+        .await
+        .map_err(|e| ReportError::Topology(format!("changelog commit task: {e}")))?
+    }
 }
 
 /// A failed transactional call: fenced when a newer owner holds the partition.
@@ -493,8 +562,9 @@ mod tests {
         });
         let book = book();
         // As if both restores were under way.
-        owned.partitions.insert(0, Phase::Restoring(1));
-        owned.partitions.insert(1, Phase::Restoring(2));
+        let no = || Arc::new(AtomicBool::new(false));
+        owned.partitions.insert(0, Phase::Restoring(1, no()));
+        owned.partitions.insert(1, Phase::Restoring(2, no()));
         let (kept, revoked): (IpAddr, IpAddr) = (
             "203.0.113.7".parse().unwrap(),
             "198.51.100.9".parse().unwrap(),
@@ -507,7 +577,8 @@ mod tests {
             .restore(1, revoked, Some(IpState::default()));
 
         tx.send(Membership::Revoked(vec![1])).unwrap();
-        assert_eq!(owned.sweep(&book, &restorer, u64::MAX / 2), vec![(0, kept)]);
+        let (revoked, gone) = owned.sweep(&book, &restorer, u64::MAX / 2);
+        assert_eq!((revoked, gone), (vec![1], vec![(0, kept)]));
         assert!(owned.partitions.contains_key(&0));
         assert!(!owned.partitions.contains_key(&1));
     }

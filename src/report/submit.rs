@@ -250,6 +250,49 @@ impl AuditSink {
         })
     }
 
+    /// Writes records in order and waits until all are durable (acked or
+    /// flushed): one round trip for the batch, not one per record.
+    pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<(), ReportError> {
+        match self {
+            AuditSink::Kafka { producer, topic } => {
+                let mut lines = Vec::with_capacity(records.len());
+                for r in records {
+                    let line = serde_json::to_vec(r).map_err(ReportError::AuditRecord)?;
+                    lines.push((r.ip.to_string(), line));
+                }
+                // Polled in order: enqueued in order, acknowledged together.
+                futures::future::try_join_all(lines.iter().map(|(key, line)| {
+                    producer.send(
+                        FutureRecord::to(topic).key(key).payload(line),
+                        Duration::from_secs(30),
+                    )
+                }))
+                .await
+                .map_err(|(e, _)| ReportError::Kafka {
+                    what: "audit produce",
+                    source: e,
+                })?;
+            }
+            AuditSink::File { path, file } => {
+                let mut text = Vec::new();
+                for r in records {
+                    serde_json::to_writer(&mut text, r).map_err(ReportError::AuditRecord)?;
+                    text.push(b'\n');
+                }
+                let mut f = file.lock().await;
+                let io = async {
+                    f.write_all(&text).await?;
+                    f.flush().await
+                };
+                io.await.map_err(|source| ReportError::Audit {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes one record and waits until it is durable (acked or flushed).
     pub async fn write(&self, record: &AuditRecord) -> Result<(), ReportError> {
         // Rule names and comments come from events: never assume they serialise.
