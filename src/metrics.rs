@@ -6,7 +6,8 @@
 use crate::extract::IpClass;
 use crate::lookup::Status;
 use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Metric names, kept in one place for dashboards and alerts.
@@ -20,7 +21,16 @@ pub mod names {
     pub const IN_FLIGHT: &str = "ipenrich_events_in_flight";
     pub const UP: &str = "ipenrich_pipeline_up";
     pub const RESTARTS: &str = "ipenrich_restarts_total";
+    pub const CONSUMER_LAG: &str = "ipenrich_consumer_lag";
+    pub const LATENCY: &str = "ipenrich_event_latency_seconds";
 }
+
+/// Buckets of the end-to-end latency, from a millisecond to a minute: an
+/// enrichment answered from cache takes milliseconds, one waiting on a rate-limited
+/// provider up to `max_enrichment_delay`, one stuck behind a broker outage longer.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 /// Every metric of the process.
 pub struct Metrics {
@@ -34,6 +44,8 @@ pub struct Metrics {
     in_flight: IntGaugeVec,
     up: IntGaugeVec,
     restarts: IntCounterVec,
+    consumer_lag: IntGaugeVec,
+    latency: HistogramVec,
 }
 
 /// Handles of one pipeline, resolved once so the per-event path does no label hashing.
@@ -44,6 +56,10 @@ pub struct PipelineMetrics {
     pub capped: IntCounter,
     pub in_flight: IntGauge,
     pub up: IntGauge,
+    /// Seconds from reading an event to the sink's acknowledgement of its output.
+    pub latency: Histogram,
+    /// Messages behind the partitions' end, per partition (`ipenrich_consumer_lag`).
+    pub consumer_lag: ConsumerLag,
     /// Readiness of this pipeline; also drives `up`.
     pub health: std::sync::Arc<crate::health::PipelineHealth>,
     name: String,
@@ -71,6 +87,37 @@ impl PipelineMetrics {
     }
 }
 
+/// The consumer lag gauges of one pipeline: a series per assigned partition, removed
+/// when the partition is no longer assigned (no stale lag after a rebalance).
+#[derive(Clone)]
+pub struct ConsumerLag {
+    pipeline: String,
+    gauges: IntGaugeVec,
+    shown: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<(String, i32)>>>,
+}
+
+impl ConsumerLag {
+    /// Replaces every series of this pipeline with `lags` (topic, partition, messages).
+    pub fn set_all(&self, lags: impl IntoIterator<Item = (String, i32, i64)>) {
+        let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now = std::collections::BTreeSet::new();
+        for (topic, partition, lag) in lags {
+            let p = partition.to_string();
+            self.gauges
+                .with_label_values(&[&self.pipeline, &topic, &p])
+                .set(lag);
+            now.insert((topic, partition));
+        }
+        for (topic, partition) in shown.difference(&now) {
+            let p = partition.to_string();
+            let _ = self
+                .gauges
+                .remove_label_values(&[&self.pipeline, topic, &p]);
+        }
+        *shown = now;
+    }
+}
+
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
     registry
@@ -87,6 +134,15 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
     g
 }
 
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    let h = HistogramVec::new(opts, labels).expect("valid metric definition");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -94,9 +150,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Builds and registers every metric.
+    /// Builds and registers every metric, and the process's own (`process_*`: CPU,
+    /// resident memory, open file descriptors; Linux only).
     pub fn new() -> Self {
         let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process collector registered once");
         Metrics {
             events_in: counter(
                 &r,
@@ -147,6 +209,18 @@ impl Metrics {
                 "Restarts of a failed pipeline or reporter by its supervisor.",
                 &["component", "name"],
             ),
+            consumer_lag: gauge(
+                &r,
+                names::CONSUMER_LAG,
+                "Messages between the committed offset and the end of an assigned partition.",
+                &["pipeline", "topic", "partition"],
+            ),
+            latency: histogram(
+                &r,
+                names::LATENCY,
+                "Seconds from reading an event to the acknowledgement of its output.",
+                &["pipeline"],
+            ),
             registry: r,
         }
     }
@@ -159,6 +233,12 @@ impl Metrics {
             capped: self.capped.with_label_values(&[name]),
             in_flight: self.in_flight.with_label_values(&[name]),
             up: self.up.with_label_values(&[name]),
+            latency: self.latency.with_label_values(&[name]),
+            consumer_lag: ConsumerLag {
+                pipeline: name.to_string(),
+                gauges: self.consumer_lag.clone(),
+                shown: Default::default(),
+            },
             health: std::sync::Arc::new(crate::health::PipelineHealth::new(
                 self.up.with_label_values(&[name]),
             )),
@@ -192,5 +272,36 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding cannot fail");
         String::from_utf8(buf).expect("prometheus text is utf-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoked_partition_leaves_no_stale_lag() {
+        let metrics = Metrics::new();
+        let lag = metrics.pipeline("p").consumer_lag;
+        lag.set_all([("t".to_string(), 0, 5), ("t".to_string(), 1, 7)]);
+        let text = metrics.render();
+        assert!(text.contains(r#"ipenrich_consumer_lag{partition="1",pipeline="p",topic="t"} 7"#));
+        lag.set_all([("t".to_string(), 0, 2)]);
+        let text = metrics.render();
+        assert!(text.contains(r#"ipenrich_consumer_lag{partition="0",pipeline="p",topic="t"} 2"#));
+        assert!(!text.contains(r#"partition="1""#), "{text}");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn process_metrics_are_exported() {
+        let text = Metrics::new().render();
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+        ] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
     }
 }

@@ -246,7 +246,7 @@ fn keep_bytes(max_event_bytes: usize) -> usize {
 /// Creates the source of a pipeline.
 pub async fn open_source(
     config: &PipelineConfig,
-    health: Arc<PipelineHealth>,
+    metrics: &PipelineMetrics,
 ) -> Result<Source, PipelineError> {
     let err = |source| PipelineError::Source {
         pipeline: config.name.clone(),
@@ -255,7 +255,7 @@ pub async fn open_source(
     let keep = keep_bytes(config.max_event_bytes());
     Ok(match &config.source {
         SourceConfig::Kafka(k) => {
-            Source::Kafka(KafkaSource::new(&config.name, k, health).map_err(err)?)
+            Source::Kafka(KafkaSource::new(&config.name, k, metrics).map_err(err)?)
         }
         SourceConfig::File(f) => Source::Lines(LineSource::file(&f.path, keep).await.map_err(err)?),
         SourceConfig::Stdin(_) => Source::Lines(LineSource::stdin(keep)),
@@ -346,6 +346,8 @@ pub async fn open_sinks(
 struct Batch {
     items: Vec<(SourceRecord, Ack, Result<Vec<u8>, StageError>)>,
     permit: Permit,
+    /// When the batch was read, for the end-to-end latency.
+    read_at: Instant,
 }
 
 /// Most records taken into one processing task. Large enough to amortise a task and
@@ -535,7 +537,7 @@ pub async fn run(
         biased;
         _ = shutdown.wait_for(|stop| *stop) => return Ok(Summary::default()),
         opened = async {
-            let source = open_source(config, health.clone()).await?;
+            let source = open_source(config, &metrics).await?;
             let sinks = open_sinks(config, health.clone()).await?;
             Ok::<_, PipelineError>((source, sinks))
         } => opened,
@@ -621,6 +623,7 @@ impl Reader {
             if batch.is_empty() {
                 continue;
             }
+            let read_at = Instant::now();
             let cost = budget.cost(&batch);
             let permit = tokio::select! {
                 biased;
@@ -634,7 +637,8 @@ impl Reader {
             events_in += batch.len() as u64;
             metrics.events_in.inc_by(batch.len() as u64);
             metrics.in_flight.add(batch.len() as i64);
-            let task = tokio::spawn(process_batch(stage.clone(), batch, permit, give_up.clone()));
+            let work = process_batch(stage.clone(), batch, permit, read_at, give_up.clone());
+            let task = tokio::spawn(work);
             if tx.send(task).is_err() {
                 break Stop::Halted; // the writer is gone; its error is reported
             }
@@ -648,6 +652,7 @@ async fn process_batch(
     stage: Arc<Stage>,
     batch: Vec<(SourceRecord, Ack)>,
     permit: Permit,
+    read_at: Instant,
     give_up: watch::Receiver<bool>,
 ) -> Batch {
     let outs = join_all(
@@ -663,6 +668,7 @@ async fn process_batch(
             .map(|((record, ack), out)| (record, ack, out))
             .collect(),
         permit,
+        read_at,
     }
 }
 
@@ -811,6 +817,7 @@ struct Sent {
 struct SentBatch {
     items: Vec<Sent>,
     _permit: Permit,
+    read_at: Instant,
 }
 
 /// Sends processed events in read order; hands their deliveries to the ack loop.
@@ -897,6 +904,7 @@ impl Writer {
             let batch = SentBatch {
                 items: sent,
                 _permit: batch.permit,
+                read_at: batch.read_at,
             };
             if sent_tx.send(batch).is_err() {
                 break; // the ack loop failed; its error is reported by the caller
@@ -963,6 +971,10 @@ async fn ack_loop(
                 acks.push(s.ack);
             }
             acker.ack_all(&acks);
+            let latency = batch.read_at.elapsed().as_secs_f64();
+            for _ in 0..acks.len() {
+                metrics.latency.observe(latency);
+            }
             acks.clear();
             summary.events_out += out;
             summary.dead_letters += dead;

@@ -32,7 +32,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
                 .iter()
                 .find_map(|suffix| {
                     name.strip_suffix(suffix)
-                        .filter(|base| base.ends_with("_request"))
+                        .filter(|base| base.ends_with("_request") || base.ends_with("_seconds"))
                 })
                 .unwrap_or(name)
                 .to_string()

@@ -139,8 +139,11 @@ impl ReportMetrics {
         })
     }
 
-    /// The readiness gauge of one reporter (also what `/health/ready` reads).
+    /// The readiness gauge of one reporter (also what `/health/ready` reads). Its
+    /// counters start at zero here, so their rates exist before the first event.
     pub fn up(&self, reporter: &str) -> prometheus::IntGauge {
+        self.signals.with_label_values(&[reporter]);
+        self.skipped.with_label_values(&[reporter]);
         self.up.with_label_values(&[reporter])
     }
 

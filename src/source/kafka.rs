@@ -24,6 +24,7 @@ use super::{Ack, SourceError};
 use crate::config::KafkaSourceConfig;
 use crate::event::{Position, SourceRecord};
 use crate::health::PipelineHealth;
+use crate::metrics::{ConsumerLag, PipelineMetrics};
 
 /// Consumer callbacks: forget revoked partitions, log commit failures, report
 /// assignment and broker reachability to the pipeline's health.
@@ -31,13 +32,33 @@ pub struct SourceContext {
     watermark: Arc<Mutex<Watermark>>,
     pipeline: String,
     health: Arc<PipelineHealth>,
+    lag: ConsumerLag,
 }
 
 impl ClientContext for SourceContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         self.health
             .set_consumer_brokers_up(crate::health::brokers_up(&statistics));
+        self.lag.set_all(partition_lags(&statistics));
     }
+}
+
+/// The lag of every partition this consumer fetches: from the end of the partition
+/// to the committed offset (what a restart would read again). librdkafka reports -1
+/// for partitions it does not fetch (not assigned, or no offset known yet) and lists
+/// an internal partition -1; neither is a series.
+fn partition_lags(statistics: &rdkafka::Statistics) -> Vec<(String, i32, i64)> {
+    statistics
+        .topics
+        .iter()
+        .flat_map(|(topic, t)| {
+            t.partitions.values().filter_map(move |p| {
+                let assigned = p.partition >= 0 && p.desired;
+                (assigned && p.consumer_lag >= 0)
+                    .then(|| (topic.clone(), p.partition, p.consumer_lag))
+            })
+        })
+        .collect()
 }
 
 impl ConsumerContext for SourceContext {
@@ -87,8 +108,9 @@ impl KafkaSource {
     pub fn new(
         pipeline: &str,
         config: &KafkaSourceConfig,
-        health: Arc<PipelineHealth>,
+        metrics: &PipelineMetrics,
     ) -> Result<Self, SourceError> {
+        let health = metrics.health.clone();
         let watermark = Arc::new(Mutex::new(Watermark::default()));
         let client_id = format!("ipenrich-{pipeline}");
         let defaults = [
@@ -120,6 +142,7 @@ impl KafkaSource {
             watermark: watermark.clone(),
             pipeline: pipeline.to_string(),
             health: health.clone(),
+            lag: metrics.consumer_lag.clone(),
         };
         let consumer: Inner = cc.create_with_context(ctx)?;
         let names: Vec<&str> = config.topics.iter().map(String::as_str).collect();
