@@ -12,7 +12,13 @@ if ! command -v cmake >/dev/null 2>&1; then
   say "installing cmake"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq cmake >/dev/null; else sudo apt-get install -y cmake; fi
 fi
-for tool in cargo java mvn; do
+# promtool checks and unit-tests the chart's alert rules (tests/helm.rs); Debian ships it
+# in the prometheus package.
+if ! command -v promtool >/dev/null 2>&1; then
+  say "installing promtool"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; else sudo apt-get install -y prometheus; fi
+fi
+for tool in cargo go java mvn; do
   command -v "$tool" >/dev/null 2>&1 || { say "$tool is required but not installed"; exit 1; }
 done
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
