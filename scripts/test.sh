@@ -12,13 +12,16 @@ if ! command -v cmake >/dev/null 2>&1; then
   say "installing cmake"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq cmake >/dev/null; else sudo apt-get install -y cmake; fi
 fi
-# promtool checks and unit-tests the chart's alert rules (tests/helm.rs); Debian ships it
-# in the prometheus package.
-if ! command -v promtool >/dev/null 2>&1; then
-  say "installing promtool"
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; else sudo apt-get install -y prometheus; fi
-fi
-for tool in cargo go java mvn; do
+# A real Prometheus for tests/prometheus.rs, with promtool for /metrics and the chart's
+# alert rules (tests/helm.rs);
+# buildah for the container image (scripts/image.sh).
+for pkg in prometheus:prometheus buildah:buildah; do
+  if ! command -v "${pkg%%:*}" >/dev/null 2>&1; then
+    say "installing ${pkg#*:}"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkg#*:}" >/dev/null; else sudo apt-get install -y "${pkg#*:}"; fi
+  fi
+done
+for tool in cargo java mvn go; do
   command -v "$tool" >/dev/null 2>&1 || { say "$tool is required but not installed"; exit 1; }
 done
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
@@ -45,4 +48,6 @@ cargo build --locked --quiet
 for f in pipelines/*.yaml; do
   ./target/debug/ipenrich check --config "$f" >/dev/null || { say "check failed: $f"; exit 1; }
 done
+say "container image"
+bash scripts/image.sh
 say "all passed"
