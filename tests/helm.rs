@@ -700,3 +700,68 @@ fn alert_rules_pass_promtool_and_deploy_unchanged() {
         assert!(alert["labels"]["severity"].as_str().is_some(), "{alert:?}");
     }
 }
+
+/// The README's "Deploy on Kubernetes" section: its values file and its `helm install`
+/// lines, taken verbatim. Each install is rendered (`helm template` with the same
+/// arguments), decoded strictly, evaluated at Pod Security "restricted", and its config
+/// loads; the geolite2 values mount the fetchers with the Secret the section creates.
+#[test]
+fn readme_deploy_values_render_and_pass_the_checks() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Deploy on Kubernetes\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README has a \"Deploy on Kubernetes\" section");
+    let blocks: Vec<(&str, &str)> = section
+        .split("\n```")
+        .skip(1)
+        .step_by(2)
+        .filter_map(|b| b.split_once('\n'))
+        .collect();
+    let values = blocks
+        .iter()
+        .find(|(lang, body)| *lang == "yaml" && body.starts_with("# my-values.yaml\n"))
+        .expect("a yaml block starting `# my-values.yaml`")
+        .1;
+    let dir = tempfile::tempdir().unwrap();
+    let values_file = write_config(dir.path(), "my-values.yaml", values);
+    let installs: Vec<&str> = blocks
+        .iter()
+        .filter(|(lang, _)| *lang == "bash")
+        .flat_map(|(_, body)| body.lines())
+        .filter(|l| l.starts_with("helm install "))
+        .collect();
+    assert!(installs.len() >= 2, "helm install lines: {installs:?}");
+    let values_path = values_file.display().to_string();
+    for line in installs {
+        // `helm install NAME helm/ipenrich ARGS` -> `helm template t <chart> ARGS`.
+        let args: Vec<&str> = line
+            .split_whitespace()
+            .skip(4)
+            .map(|a| {
+                if a == "my-values.yaml" {
+                    values_path.as_str()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let rendered = render(&args);
+        let out = k8s_check(&rendered);
+        assert!(out.status.success(), "{line}: {}", text(&out));
+        let docs = documents(&rendered);
+        let config = rendered_config(&docs);
+        ipenrich::config::load_str(&config, "readme", |_| Some("kafka:9092".into()))
+            .unwrap_or_else(|e| panic!("{line}: the rendered config does not load: {e}"));
+        if args.contains(&values_path.as_str()) {
+            let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+            let fetcher = serde_yaml_ng::to_string(&pod["initContainers"]).unwrap();
+            assert!(
+                fetcher.contains("geolite2") && fetcher.contains("name: maxmind"),
+                "{line}: the GeoLite2 fetcher with the Secret `maxmind`: {fetcher}"
+            );
+            assert_eq!(mmdb_path(&config), "/data/mmdb/GeoLite2-ASN.mmdb", "{line}");
+        }
+    }
+}
