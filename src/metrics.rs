@@ -20,6 +20,7 @@ pub mod names {
     pub const IN_FLIGHT: &str = "ipenrich_events_in_flight";
     pub const UP: &str = "ipenrich_pipeline_up";
     pub const RESTARTS: &str = "ipenrich_restarts_total";
+    pub const UNPLACED: &str = "ipenrich_unplaced_total";
 }
 
 /// Every metric of the process.
@@ -34,6 +35,7 @@ pub struct Metrics {
     in_flight: IntGaugeVec,
     up: IntGaugeVec,
     restarts: IntCounterVec,
+    unplaced: IntCounterVec,
 }
 
 /// Handles of one pipeline, resolved once so the per-event path does no label hashing.
@@ -50,6 +52,7 @@ pub struct PipelineMetrics {
     dead_letters: IntCounterVec,
     ips_by_class: Vec<IntCounter>,
     lookups_by_status: Vec<IntCounter>,
+    unplaced: IntCounterVec,
 }
 
 impl PipelineMetrics {
@@ -68,6 +71,12 @@ impl PipelineMetrics {
     /// Counts a lookup by status.
     pub fn lookup(&self, status: Status) {
         self.lookups_by_status[status as usize].inc();
+    }
+
+    /// Counts output that could not go to its path (`ipenrich.unplaced`). The paths
+    /// are the ECS fields ipenrich writes and `output.field`: a bounded set.
+    pub fn unplaced(&self, path: &str) {
+        self.unplaced.with_label_values(&[&self.name, path]).inc();
     }
 }
 
@@ -147,6 +156,12 @@ impl Metrics {
                 "Restarts of a failed pipeline or reporter by its supervisor.",
                 &["component", "name"],
             ),
+            unplaced: counter(
+                &r,
+                names::UNPLACED,
+                "Output fields left out because a value that is not an object (or another address) holds their path, by path.",
+                &["pipeline", "path"],
+            ),
             registry: r,
         }
     }
@@ -172,6 +187,7 @@ impl Metrics {
                 .iter()
                 .map(|s| self.lookups.with_label_values(&[name, s.as_str()]))
                 .collect(),
+            unplaced: self.unplaced.clone(),
         }
     }
 
