@@ -815,4 +815,96 @@ mod tests {
         assert_eq!(unplaced, ["source", "event.enrichment"]);
         assert_eq!(v["enrichment"]["status"], "ok");
     }
+
+    /// `ENRICHMENT_HEADROOM` is what an event may grow by under the output's size
+    /// limit; the `enrichment` format with 64 fully answered IPv6 addresses (long
+    /// provider strings) stays inside it. `both` writes each answer again as ECS
+    /// fields and can outgrow it (135 KB here): such an event near the limit goes
+    /// to the dead letter as `too_large_for_output`, never lost (README, Output).
+    #[test]
+    fn the_largest_output_fits_the_enrichment_headroom() {
+        let long = |s: &str| Some(Arc::<str>::from(format!("{s} {}", "x".repeat(40))));
+        let record = IntelRecord {
+            asn: Some(AsnInfo {
+                number: Some(4_200_000_000),
+                name: long("NAME"),
+                org: long("Organisation"),
+                country: Some("DE".into()),
+                domain: long("domain"),
+                kind: Some("hosting".into()),
+                route: Some("2a01:4f8:ffff:ffff::/64".into()),
+                rir: Some("ripe".into()),
+            }),
+            geo: Some(GeoInfo {
+                country_code: Some("DE".into()),
+                country_name: long("Country"),
+                region: long("Region"),
+                city: long("City"),
+                latitude: Some(-33.123456789),
+                longitude: Some(-151.123456789),
+                timezone: Some("America/Argentina/Buenos_Aires".into()),
+            }),
+            threat: Some(ThreatInfo {
+                score: Some(100),
+                level: Some("critical".into()),
+                is_tor: Some(true),
+                is_proxy: Some(true),
+                is_vpn: Some(true),
+                is_hosting: Some(true),
+                is_relay: Some(true),
+                known_bot: Some(true),
+                categories: vec![
+                    "ssh_bruteforce".into(),
+                    "port_scan".into(),
+                    "web_attack".into(),
+                ],
+                blacklists: vec!["spamhaus_drop".into(), "firehol_level1".into()],
+            }),
+        };
+        let resolved = Resolved {
+            status: Status::Ok,
+            record,
+            sources: [
+                "mmdb",
+                "ipinsights",
+                "openipapi",
+                "iptrust",
+                "ipgeolocation",
+            ]
+            .map(Arc::from)
+            .to_vec(),
+        };
+        let found: Vec<Found> = (0..64)
+            .map(|i| Found {
+                ip: format!("2a01:4f8:c17:1234:ffff:ffff:ffff:{i:04x}")
+                    .parse()
+                    .unwrap(),
+                class: IpClass::Public,
+                field: Arc::from("data.some_long_field_name.src_ip"),
+                role: Some(Arc::from(
+                    ["source", "destination", "client", "server", "host"][i % 5],
+                )),
+            })
+            .collect();
+        let x = Extraction {
+            found,
+            capped: true,
+        };
+        let lookups = vec![Some(resolved); 64];
+        let e = Enrichment {
+            extraction: &x,
+            lookups: &lookups,
+        };
+        let d = decode(b"{}", Format::Json, 10).unwrap();
+        let grown = |format| render(&d, &e, &out(format)).line.len();
+        let (plain, both) = (grown(OutputFormat::Enrichment), grown(OutputFormat::Both));
+        assert!(
+            plain + 2 * 1024 <= crate::config::ENRICHMENT_HEADROOM,
+            "{plain} bytes"
+        );
+        assert!(
+            (100_000..160_000).contains(&both),
+            "{both} bytes: update the README"
+        );
+    }
 }
