@@ -68,10 +68,6 @@ pub enum BadEvent {
     InvalidJson(String),
     #[error("event is json but not an object (found {0})")]
     NotAnObject(&'static str),
-    /// A member the output must merge into holds a value serde_json cannot
-    /// represent (a number beyond f64, a lone surrogate escape).
-    #[error("field `{field}` cannot be merged into: {reason}")]
-    Unmappable { field: String, reason: String },
     /// The enriched event (with its key and headers) is larger than the output accepts.
     #[error("enriched event is {size} bytes with key and headers, larger than the output's message.max.bytes ({limit})")]
     TooLargeForOutput { size: usize, limit: usize },
@@ -91,7 +87,6 @@ impl BadEvent {
             BadEvent::InvalidUtf8 { .. } => "invalid_utf8",
             BadEvent::InvalidJson(_) => "invalid_json",
             BadEvent::NotAnObject(_) => "not_an_object",
-            BadEvent::Unmappable { .. } => "unmappable",
             BadEvent::TooLargeForOutput { .. } => "too_large_for_output",
             BadEvent::Refused(_) => "refused",
             BadEvent::Internal(_) => "internal",
@@ -127,15 +122,6 @@ impl<'a> JsonObject<'a> {
     /// The raw value of a top-level key.
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
         self.members.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
-    }
-
-    /// Parses one member's value fully (slow path: ECS merging). Fails on what the
-    /// raw scan accepted but serde_json cannot represent: `1e400`, `"\ud800"`.
-    pub fn parse_member(&self, key: &str, raw: &RawValue) -> Result<Value, BadEvent> {
-        serde_json::from_str(raw.get()).map_err(|e| BadEvent::Unmappable {
-            field: key.to_string(),
-            reason: e.to_string(),
-        })
     }
 }
 

@@ -12,7 +12,7 @@
 //! - [`source`]: Kafka consumer group, files and stdin; offsets and the at-least-once watermark.
 //! - [`extract`]: pure functions from JSON/text to classified IP addresses; no IO.
 //! - [`lookup`]: the normalised intel record, providers (MMDB adapter, HTTP APIs) and the lookup chain.
-//! - [`merge`]: renders lookup answers into the event, splicing into the raw JSON bytes.
+//! - [`merge`]: renders lookup answers into the event (the `enrichment` object, ECS fields), patching the raw JSON text.
 //! - [`sink`]: Kafka producer, files and stdout, and the dead-letter output.
 //! - [`kafka`]: the one Kafka client builder: defaults, user options, then the forced guarantees.
 //! - [`pipeline`]: wires the stages under an in-flight budget and owns shutdown.

@@ -23,6 +23,7 @@ pub mod names {
     pub const RESTARTS: &str = "ipenrich_restarts_total";
     pub const CONSUMER_LAG: &str = "ipenrich_consumer_lag";
     pub const LATENCY: &str = "ipenrich_event_latency_seconds";
+    pub const UNPLACED: &str = "ipenrich_unplaced_total";
 }
 
 /// Buckets of the end-to-end latency, from a millisecond to a minute: an
@@ -46,6 +47,7 @@ pub struct Metrics {
     restarts: IntCounterVec,
     consumer_lag: IntGaugeVec,
     latency: HistogramVec,
+    unplaced: IntCounterVec,
 }
 
 /// Handles of one pipeline, resolved once so the per-event path does no label hashing.
@@ -66,6 +68,7 @@ pub struct PipelineMetrics {
     dead_letters: IntCounterVec,
     ips_by_class: Vec<IntCounter>,
     lookups_by_status: Vec<IntCounter>,
+    unplaced: IntCounterVec,
 }
 
 impl PipelineMetrics {
@@ -84,6 +87,12 @@ impl PipelineMetrics {
     /// Counts a lookup by status.
     pub fn lookup(&self, status: Status) {
         self.lookups_by_status[status as usize].inc();
+    }
+
+    /// Counts output that could not go to its path (`ipenrich.unplaced`). The paths
+    /// are the ECS fields ipenrich writes and `output.field`: a bounded set.
+    pub fn unplaced(&self, path: &str) {
+        self.unplaced.with_label_values(&[&self.name, path]).inc();
     }
 }
 
@@ -221,6 +230,12 @@ impl Metrics {
                 "Seconds from reading an event to the acknowledgement of its output.",
                 &["pipeline"],
             ),
+            unplaced: counter(
+                &r,
+                names::UNPLACED,
+                "Output fields left out because a value that is not an object (or another address) holds their path, by path.",
+                &["pipeline", "path"],
+            ),
             registry: r,
         }
     }
@@ -252,6 +267,7 @@ impl Metrics {
                 .iter()
                 .map(|s| self.lookups.with_label_values(&[name, s.as_str()]))
                 .collect(),
+            unplaced: self.unplaced.clone(),
         }
     }
 

@@ -195,14 +195,18 @@ impl Stage {
             .into_iter()
             .collect::<Result<Vec<_>, String>>()
             .map_err(StageError::Fatal)?;
-        Ok(render(
+        let rendered = render(
             &decoded,
             &Enrichment {
                 extraction: &extraction,
                 lookups: &lookups,
             },
             &self.output,
-        )?)
+        );
+        for path in &rendered.unplaced {
+            self.metrics.unplaced(path);
+        }
+        Ok(rendered.line)
     }
 }
 
@@ -210,6 +214,7 @@ fn timeout() -> Resolved {
     Resolved {
         status: Status::Timeout,
         record: Default::default(),
+        sources: Vec::new(),
     }
 }
 

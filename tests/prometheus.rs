@@ -139,6 +139,7 @@ pipelines:
       text: [msg]
     providers:
 {providers}    limits: {{max_ips_per_event: 2}}
+    output: {{format: both}}
     sink:
       kafka: {{topic: {output}}}
     dead_letter:
@@ -167,8 +168,8 @@ reporters:
     write_config(dir, "prom.yaml", &text)
 }
 
-/// Events with public sources, a few with more addresses than the cap, and one that
-/// is not UTF-8 (a dead letter).
+/// Events with public sources, a few with more addresses than the cap, a few whose
+/// `source` is a string (ECS fields left out), and one that is not UTF-8 (a dead letter).
 fn events(round: usize) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = (0..60)
         .map(|i| {
@@ -178,7 +179,9 @@ fn events(round: usize) -> Vec<Vec<u8>> {
             } else {
                 "sshd"
             };
-            format!(r#"{{"src":"{ip}","kind":"login failed","msg":"{msg}"}}"#).into_bytes()
+            // A HEC-like `source` string: the ECS `source.*` fields cannot go there.
+            let source = if i % 7 == 0 { r#","source":"syslog""# } else { "" };
+            format!(r#"{{"src":"{ip}","kind":"login failed","msg":"{msg}"{source}}}"#).into_bytes()
         })
         .collect();
     out.push(vec![0xff, 0xfe, b'{', b'}']);

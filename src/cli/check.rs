@@ -69,8 +69,13 @@ pub async fn check(path: &Path, out: &mut Output<impl Write>) -> Result<Exit, Cl
             }
         }
         out.line(format_args!(
-            "  output: {:?} into `{}`",
-            p.output.format, p.output.field
+            "  output: {:?} into `{}`{}",
+            p.output.format,
+            p.output.field,
+            match p.output.envelope {
+                config::Envelope::None => "",
+                config::Envelope::Hec => ", ECS fields into HEC's `event`",
+            }
         ))?;
         out.line(format_args!("  sink: {}", describe_sink(&p.sink)))?;
         match &p.dead_letter {

@@ -160,6 +160,61 @@ fn validate_pipeline(
         }
         None => {}
     }
+    validate_output(&p.output, at, problems);
+}
+
+/// The top-level keys the ECS format writes into the event (or into HEC's `event`).
+pub const ECS_KEYS: [&str; 8] = [
+    "source",
+    "destination",
+    "client",
+    "server",
+    "host",
+    "related",
+    "threat",
+    "ipenrich",
+];
+
+/// `output.field` is a dotted path without empty segments that does not land on
+/// what the ECS format writes, nor replace HEC's `event`.
+fn validate_output(
+    output: &OutputConfig,
+    at: &dyn Fn(&str) -> String,
+    problems: &mut Vec<(String, String)>,
+) {
+    let segments: Vec<&str> = output.field.split('.').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        problems.push((
+            at("output.field"),
+            "a dotted path without empty segments, e.g. `enrichment` or `event.enrichment`".into(),
+        ));
+        return;
+    }
+    let hec = output.envelope == Envelope::Hec;
+    if hec && segments == ["event"] {
+        problems.push((
+            at("output.field"),
+            "`event` would replace the HEC event; use `event.enrichment`".into(),
+        ));
+    }
+    if output.format != OutputFormat::Both {
+        return;
+    }
+    // Relative to where the ECS fields go: the top, or HEC's `event`; and the last
+    // segment, where the object goes when a value that is not an object blocks
+    // the path.
+    let mut roots = vec![segments[0], segments[segments.len() - 1]];
+    if hec && segments[0] == "event" && segments.len() > 1 {
+        roots.push(segments[1]);
+    }
+    if let Some(taken) = roots.iter().find(|s| ECS_KEYS.contains(s)) {
+        problems.push((
+            at("output.field"),
+            format!(
+                "`{taken}` is written by the ECS format; choose another name, e.g. `enrichment`"
+            ),
+        ));
+    }
 }
 
 /// Each reporter, and names used once.
@@ -224,5 +279,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.max_in_flight_bytes"), "{err}");
+    }
+
+    fn with_output(output: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "pipelines:\n  - name: p\n    source: {{stdin: {{}}}}\n    extract: {{scan_all_strings: true}}\n    output: {output}\n    sink: {{stdout: {{}}}}\n"
+        );
+        load_str(&text, "t.yaml", |_: &str| None)
+    }
+
+    #[test]
+    fn output_field_is_a_dotted_path_off_the_ecs_keys() {
+        for ok in [
+            "{format: both, field: event.enrichment, envelope: hec}",
+            "{format: ecs, field: threat}",
+            "{format: enrichment, field: threat}",
+            "{format: both, field: enrichment}",
+        ] {
+            assert!(with_output(ok).is_ok(), "{ok}: {:?}", with_output(ok).err());
+        }
+        for (bad, says) in [
+            ("{field: event..x}", "empty segments"),
+            ("{field: .x}", "empty segments"),
+            (
+                "{format: both, field: threat}",
+                "`threat` is written by the ECS format",
+            ),
+            ("{format: both, field: ipenrich.x}", "`ipenrich`"),
+            ("{format: both, field: event.threat}", "`threat`"),
+            (
+                "{format: both, field: event.related, envelope: hec}",
+                "`related`",
+            ),
+            (
+                "{field: event, envelope: hec}",
+                "would replace the HEC event",
+            ),
+            ("{envelope: splunk}", "envelope"),
+        ] {
+            let err = with_output(bad).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("output"), "{bad}: {err}");
+        }
     }
 }

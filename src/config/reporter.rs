@@ -91,7 +91,8 @@ pub struct ReporterConfig {
     pub brokers: String,
     /// Enriched topics to read: the `sink.kafka.topic` of the pipelines to watch.
     pub topics: Vec<String>,
-    /// Name of the enrichment object in those events (the pipeline's `output.field`).
+    /// Dotted path of the enrichment object in those events (the pipeline's
+    /// `output.field`, e.g. `event.enrichment`).
     #[serde(default = "default_enrichment_field")]
     pub enrichment_field: String,
     /// Consumer group of the signal stage; default `ipenrich-report-<name>-signals`.

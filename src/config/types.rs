@@ -535,12 +535,20 @@ fn default_mmdb_reload() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
-    /// `enrichment` (one object), `ecs` (ECS `source.as.*` fields) or `both`.
+    /// `enrichment` (one object), `ecs` (Elastic Common Schema fields: `source.as.*`,
+    /// `related.ip`, `threat.enrichments`, and the `ipenrich` namespace) or `both`.
     #[serde(default)]
     pub format: OutputFormat,
-    /// Name of the top-level field of the `enrichment` format.
+    /// Dotted path of the `enrichment` object from the top of the record:
+    /// `event.enrichment` nests into HEC's `event` object. Objects on the way are
+    /// created where missing; a value that is not an object is never overwritten
+    /// (the object then goes to the top-level key named by the path's last segment).
     #[serde(default = "default_output_field")]
     pub field: String,
+    /// `none`, or `hec`: the ECS fields go into a Splunk HEC event's `event` object
+    /// (onto the record's top level when `event` is raw text).
+    #[serde(default)]
+    pub envelope: Envelope,
 }
 
 impl Default for OutputConfig {
@@ -548,6 +556,7 @@ impl Default for OutputConfig {
         OutputConfig {
             format: OutputFormat::default(),
             field: default_output_field(),
+            envelope: Envelope::default(),
         }
     }
 }
@@ -563,10 +572,23 @@ pub enum OutputFormat {
     /// One `enrichment` object listing every address.
     #[default]
     Enrichment,
-    /// Elastic Common Schema fields by role (`source.as.number`, ...).
+    /// Elastic Common Schema fields (`source.as.number`, `related.ip`,
+    /// `threat.enrichments`, ...) and the `ipenrich` namespace.
     Ecs,
     /// Both of the above.
     Both,
+}
+
+/// What wraps the event a SIEM indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Envelope {
+    /// The record is the event.
+    #[default]
+    None,
+    /// Splunk HTTP Event Collector: `{"time","host","source","sourcetype","event"}`,
+    /// where `event` is what Splunk indexes and `host`/`source` are strings.
+    Hec,
 }
 
 /// Where enriched events go.

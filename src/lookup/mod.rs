@@ -101,6 +101,9 @@ pub struct KeyRejected {
 pub struct Resolved {
     pub status: Status,
     pub record: IntelRecord,
+    /// The providers whose answers make up `record`, in chain order (ECS
+    /// `threat.enrichments.indicator.provider`); empty when nothing was found.
+    pub sources: Vec<Arc<str>>,
 }
 
 /// One member of the chain.
@@ -116,12 +119,22 @@ pub enum Member {
 #[derive(Clone, Default)]
 pub struct Chain {
     members: Vec<Member>,
+    /// The members' names, shared so that a [`Resolved`] names its sources
+    /// without allocating.
+    names: Vec<Arc<str>>,
 }
 
 impl Chain {
     /// A chain of the given members, first has precedence.
     pub fn new(members: Vec<Member>) -> Self {
-        Chain { members }
+        let names = members
+            .iter()
+            .map(|m| match m {
+                Member::Local(p) => Arc::from(Provider::name(p.as_ref())),
+                Member::Remote(e) => Arc::from(e.name()),
+            })
+            .collect();
+        Chain { members, names }
     }
 
     /// True when no provider is configured: addresses are classified only.
@@ -131,13 +144,7 @@ impl Chain {
 
     /// Names of the providers, in order.
     pub fn names(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|m| match m {
-                Member::Local(p) => Provider::name(p.as_ref()).to_string(),
-                Member::Remote(e) => e.name().to_string(),
-            })
-            .collect()
+        self.names.iter().map(|n| n.to_string()).collect()
     }
 
     /// The providers whose latest answer refused their API key, if any.
@@ -174,7 +181,8 @@ impl Chain {
         let mut merged = IntelRecord::default();
         let mut failure: Option<Status> = None;
         let mut rejected = false;
-        for member in &self.members {
+        let mut sources = Vec::new();
+        for (member, name) in self.members.iter().zip(&self.names) {
             let answer = match member {
                 Member::Local(p) => Ok(p.lookup_sync(ip)),
                 Member::Remote(e) => match e.cached(ip) {
@@ -192,7 +200,11 @@ impl Chain {
                 },
             };
             match answer {
-                Ok(Answer::Found(record)) => merge_missing(&mut merged, record),
+                Ok(Answer::Found(record)) => {
+                    if merge_missing(&mut merged, record) {
+                        sources.push(name.clone());
+                    }
+                }
                 Ok(Answer::NoData) => {}
                 Err(Status::Unauthorized) => rejected = true,
                 Err(status) => {
@@ -215,6 +227,7 @@ impl Chain {
         Resolved {
             status,
             record: merged,
+            sources,
         }
     }
 }
@@ -229,17 +242,23 @@ fn from_outcome(outcome: Outcome) -> Result<Answer, Status> {
     }
 }
 
-/// Fills each section of `into` that is still empty from `from`.
-fn merge_missing(into: &mut IntelRecord, from: IntelRecord) {
-    if into.asn.is_none() {
+/// Fills each section of `into` that is still empty from `from`; true when
+/// `from` filled one.
+fn merge_missing(into: &mut IntelRecord, from: IntelRecord) -> bool {
+    let mut took = false;
+    if into.asn.is_none() && from.asn.is_some() {
         into.asn = from.asn;
+        took = true;
     }
-    if into.geo.is_none() {
+    if into.geo.is_none() && from.geo.is_some() {
         into.geo = from.geo;
+        took = true;
     }
-    if into.threat.is_none() {
+    if into.threat.is_none() && from.threat.is_some() {
         into.threat = from.threat;
+        took = true;
     }
+    took
 }
 
 fn is_complete(r: &IntelRecord) -> bool {
@@ -340,6 +359,11 @@ mod tests {
         ]);
         let got = chain.lookup("8.8.8.8".parse().unwrap()).await;
         assert_eq!(got.status, Status::Ok);
+        assert_eq!(
+            got.sources,
+            [Arc::from("asn_only"), Arc::from("both")],
+            "both contributed a section"
+        );
         assert_eq!(
             got.record.asn.unwrap().number,
             Some(1),

@@ -81,20 +81,29 @@ impl RuleSet {
         // re-read after a crash or replayed into the topic, counts once. `origin` only
         // names the event in logs.
         let _ = origin;
-        let content = match event {
-            Value::Object(map) if map.contains_key(&self.enrichment_field) => {
-                let mut own = map.clone();
-                own.remove(&self.enrichment_field);
-                Value::Object(own).to_string()
+        let enrichment = locate(event, &self.enrichment_field);
+        let content = match &enrichment {
+            Some(path) => {
+                let mut own = event.clone();
+                if let Some((last, parent)) = path.split_last() {
+                    let parent = parent
+                        .iter()
+                        .try_fold(&mut own, |v, k| v.get_mut(k.as_str()));
+                    if let Some(Value::Object(map)) = parent {
+                        map.remove(last.as_str());
+                    }
+                }
+                own.to_string()
             }
-            other => other.to_string(),
+            None => event.to_string(),
         };
+        let enrichment =
+            enrichment.and_then(|path| path.iter().try_fold(event, |v, k| v.get(k.as_str())));
         for rule in &self.rules {
             let Some(hit) = self.fire(rule, event) else {
                 continue;
             };
-            let ips = event
-                .get(&self.enrichment_field)
+            let ips = enrichment
                 .and_then(|e| e.get("ips"))
                 .and_then(Value::as_array)
                 .map(Vec::as_slice)
@@ -239,6 +248,23 @@ fn equal(a: &Value, b: &Value) -> bool {
         (Some(x), Some(y)) if a.is_number() || b.is_number() => x == y,
         _ => a == b,
     }
+}
+
+/// Where the enrichment object of `event` is: the dotted `field` (the pipeline's
+/// `output.field`, e.g. `event.enrichment`), or, where a value that is not an
+/// object blocked that path, the top-level key of its last segment (where the
+/// pipeline then writes it).
+fn locate(event: &Value, field: &str) -> Option<Vec<String>> {
+    let path: Vec<String> = field.split('.').map(str::to_string).collect();
+    if path
+        .iter()
+        .try_fold(event, |v, k| v.get(k.as_str()))
+        .is_some()
+    {
+        return Some(path);
+    }
+    let last = path.last()?.clone();
+    event.get(&last).is_some().then(|| vec![last])
 }
 
 fn first_ip(ips: &[Value], key: &str, want: &str) -> Option<IpAddr> {
@@ -425,6 +451,32 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// A pipeline with `output.field: event.enrichment` (HEC) nests the object into
+    /// `event`, or writes it on the top when `event` is raw text; the reporter finds
+    /// it in both places, and the signal id still leaves it out.
+    #[test]
+    fn a_dotted_enrichment_field_is_found_where_the_pipeline_put_it() {
+        let r = rules(&format!(
+            "{BASE}enrichment_field: event.enrichment\nrules:\n - name: pan\n   when: [{{field: sourcetype, equals: pan}}]\n   attacker: {{role: source}}\n   categories: [port_scan]\n   source: splunk\n"
+        ));
+        let ips = serde_json::json!({"ips": [{"ip": "45.9.20.1", "role": "source", "threat": {"score": 90}}]});
+        let nested = serde_json::json!({"sourcetype": "pan", "event": {"src": "45.9.20.1", "enrichment": ips}});
+        let s = r.evaluate(&nested, "", 0);
+        assert_eq!(s[0].ip, "45.9.20.1".parse::<IpAddr>().unwrap());
+        assert_eq!(s[0].threat_score, Some(90));
+        let bare = serde_json::json!({"sourcetype": "pan", "event": {"src": "45.9.20.1"}});
+        assert!(
+            r.evaluate(&bare, "", 0).is_empty(),
+            "no enrichment, no role"
+        );
+        let mut again = nested.clone();
+        again["event"]["enrichment"]["status"] = "timeout".into();
+        assert_eq!(r.evaluate(&again, "", 0)[0].id, s[0].id);
+        let raw =
+            serde_json::json!({"sourcetype": "pan", "event": "raw 45.9.20.1", "enrichment": ips});
+        assert_eq!(r.evaluate(&raw, "", 0)[0].ip, s[0].ip);
     }
 
     #[test]
