@@ -39,7 +39,7 @@ enum Command {
     /// Validates a config and prints the resolved pipelines; exit 0 when valid.
     Check {
         /// Pipeline config (YAML).
-        #[arg(long, short)]
+        #[arg(long, short, env = "IPENRICH_CONFIG")]
         config: PathBuf,
     },
     /// Runs one pipeline over a file or stdin and exits at the end of the input.
@@ -53,9 +53,13 @@ enum Command {
         /// Input file, `-` for stdin (default: the config's source, else stdin).
         #[arg(long, short)]
         input: Option<PathBuf>,
-        /// Output file, `-` for stdout (default: the config's file/stdout sink, else stdout).
+        /// Output file, emptied first unless `--append`; `-` for stdout (default: the
+        /// config's file/stdout sink, else stdout).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Append to the `--output` file instead of emptying it first.
+        #[arg(long, requires = "output")]
+        append: bool,
     },
     /// Serves the five provider APIs on loopback, exactly as documented (no quota spent).
     Simulate {
@@ -129,9 +133,10 @@ async fn dispatch(command: Command) -> Result<cli::Exit> {
             pipeline,
             input,
             output,
+            append,
         } => {
             let (config, input, output) = (config.as_deref(), input.as_deref(), output.as_deref());
-            cli::enrich::enrich(config, pipeline.as_deref(), input, output).await?
+            cli::enrich::enrich(config, pipeline.as_deref(), input, output, append).await?
         }
         Command::Simulate { listen, config } => {
             cli::simulate::simulate(listen, config.as_deref(), &mut out).await?

@@ -247,6 +247,7 @@ fn keep_bytes(max_event_bytes: usize) -> usize {
 pub async fn open_source(
     config: &PipelineConfig,
     health: Arc<PipelineHealth>,
+    bytes_read: prometheus::IntCounter,
 ) -> Result<Source, PipelineError> {
     let err = |source| PipelineError::Source {
         pipeline: config.name.clone(),
@@ -257,8 +258,13 @@ pub async fn open_source(
         SourceConfig::Kafka(k) => {
             Source::Kafka(KafkaSource::new(&config.name, k, health).map_err(err)?)
         }
-        SourceConfig::File(f) => Source::Lines(LineSource::file(&f.path, keep).await.map_err(err)?),
-        SourceConfig::Stdin(_) => Source::Lines(LineSource::stdin(keep)),
+        SourceConfig::File(f) => Source::Lines(
+            LineSource::file(&f.path, keep)
+                .await
+                .map_err(err)?
+                .counting(bytes_read),
+        ),
+        SourceConfig::Stdin(_) => Source::Lines(LineSource::stdin(keep).counting(bytes_read)),
     })
 }
 
@@ -303,7 +309,7 @@ pub async fn open_sinks(
                 .map_err(err)?,
             )
         }
-        SinkConfig::File(f) => Sink::File(LineSink::open(&f.path).map_err(err)?),
+        SinkConfig::File(f) => Sink::File(LineSink::open(&f.path, f.append).map_err(err)?),
         SinkConfig::Stdout(_) => Sink::File(LineSink::stdout()),
     };
     let dead_letter = match &config.dead_letter {
@@ -336,7 +342,9 @@ pub async fn open_sinks(
                 .map_err(err)?,
             )
         }
-        Some(DeadLetterConfig::File(f)) => DeadLetter::file(LineSink::open(&f.path).map_err(err)?),
+        Some(DeadLetterConfig::File(f)) => {
+            DeadLetter::file(LineSink::open(&f.path, f.append).map_err(err)?)
+        }
         None => DeadLetter::file(LineSink::stderr()),
     };
     Ok((sink, dead_letter))
@@ -535,7 +543,8 @@ pub async fn run(
         biased;
         _ = shutdown.wait_for(|stop| *stop) => return Ok(Summary::default()),
         opened = async {
-            let source = open_source(config, health.clone()).await?;
+            let source =
+                open_source(config, health.clone(), metrics.source_bytes.clone()).await?;
             let sinks = open_sinks(config, health.clone()).await?;
             Ok::<_, PipelineError>((source, sinks))
         } => opened,
@@ -1023,7 +1032,11 @@ pub fn default_config(input: Option<&Path>, output: Option<&Path>) -> PipelineCo
         providers: vec![],
         output: OutputConfig::default(),
         sink: match output {
-            Some(p) if p != Path::new("-") => SinkConfig::File(FileSinkConfig { path: p.into() }),
+            // A one-shot run writes its output afresh (`enrich --append` appends).
+            Some(p) if p != Path::new("-") => SinkConfig::File(FileSinkConfig {
+                path: p.into(),
+                append: false,
+            }),
             _ => SinkConfig::Stdout(StdoutSinkConfig {}),
         },
         dead_letter: None,

@@ -17,6 +17,7 @@ pub mod check;
 pub mod enrich;
 pub mod lookup;
 pub mod output;
+pub mod progress;
 pub mod run;
 pub mod simulate;
 
@@ -76,6 +77,9 @@ pub enum CliError {
     /// A pipeline or reporter could not be started.
     #[error(transparent)]
     Start(#[from] crate::supervisor::StartError),
+    /// `enrich` was asked to write into the file it reads.
+    #[error("{}: the output is the input file", .0.display())]
+    OutputIsInput(PathBuf),
     /// The simulator's config is invalid or its address cannot be bound.
     #[error(transparent)]
     Simulate(#[from] crate::simulate::SimError),
