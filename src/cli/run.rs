@@ -42,6 +42,28 @@ pub async fn run_pipelines(
     )
 }
 
+/// Resolves when SIGTERM or SIGINT arrives, counting signals from this call on, not
+/// only from the first poll (as [`termination`] does): a signal that arrives before
+/// the future is awaited still ends it instead of killing the process.
+pub fn termination_now() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        tokio::signal::ctrl_c().await.unwrap_or(());
+    })
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 pub async fn termination() {
     let ctrl_c = tokio::signal::ctrl_c();
