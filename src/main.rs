@@ -39,7 +39,7 @@ enum Command {
     /// Validates a config and prints the resolved pipelines; exit 0 when valid.
     Check {
         /// Pipeline config (YAML).
-        #[arg(long, short)]
+        #[arg(long, short, env = "IPENRICH_CONFIG")]
         config: PathBuf,
     },
     /// Runs one pipeline over a file or stdin and exits at the end of the input.
@@ -53,9 +53,13 @@ enum Command {
         /// Input file, `-` for stdin (default: the config's source, else stdin).
         #[arg(long, short)]
         input: Option<PathBuf>,
-        /// Output file, `-` for stdout (default: the config's file/stdout sink, else stdout).
+        /// Output file, emptied first unless `--append`; `-` for stdout (default: the
+        /// config's file/stdout sink, else stdout).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Append to the `--output` file instead of emptying it first.
+        #[arg(long, requires = "output")]
+        append: bool,
     },
     /// Serves the five provider APIs on loopback, exactly as documented (no quota spent).
     Simulate {
@@ -81,7 +85,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "json")]
         format: LookupFormat,
     },
-    /// Builds an MMDB (ASN + country) from CSV lines `network,asn,organization,country`.
+    /// MaxMind DB files: build one from CSV, or fetch one from a provider.
     Mmdb {
         #[command(subcommand)]
         command: MmdbCommand,
@@ -98,6 +102,27 @@ enum MmdbCommand {
         /// MMDB output.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Downloads a database and replaces `--out` atomically once it verifies; keys
+    /// from OPENIPAPI_API_KEY, or MAXMIND_ACCOUNT_ID and MAXMIND_LICENSE_KEY.
+    Fetch {
+        /// Where the database comes from.
+        #[arg(long, value_enum)]
+        source: ipenrich::mmdb::fetch::Source,
+        /// Edition or source name: `asn`, `country`, ... (openipapi);
+        /// `GeoLite2-ASN`, `GeoLite2-City`, ... (geolite2).
+        #[arg(long)]
+        edition: String,
+        /// The database file to replace; its ETag is kept in `<out>.etag`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Fetch now and then at this interval until SIGTERM (`6h`, `1day`); without
+        /// it, fetch once.
+        #[arg(long, value_parser = cli::mmdb::parse_interval)]
+        every: Option<std::time::Duration>,
+        /// Base URL instead of the production API (a mirror, the simulator).
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 
@@ -129,9 +154,10 @@ async fn dispatch(command: Command) -> Result<cli::Exit> {
             pipeline,
             input,
             output,
+            append,
         } => {
             let (config, input, output) = (config.as_deref(), input.as_deref(), output.as_deref());
-            cli::enrich::enrich(config, pipeline.as_deref(), input, output).await?
+            cli::enrich::enrich(config, pipeline.as_deref(), input, output, append).await?
         }
         Command::Simulate { listen, config } => {
             cli::simulate::simulate(listen, config.as_deref(), &mut out).await?
@@ -145,11 +171,30 @@ async fn dispatch(command: Command) -> Result<cli::Exit> {
             let (config, pipeline) = (config.as_deref(), pipeline.as_deref());
             cli::lookup::lookup(&ips, config, pipeline, format, &mut out).await?
         }
-        Command::Mmdb { command } => {
-            let MmdbCommand::Build { csv, out } = command;
+        Command::Mmdb {
+            command: MmdbCommand::Build { csv, out },
+        } => {
             ipenrich::mmdb::build(&csv, &out)?;
             eprintln!("wrote {}", out.display());
             cli::Exit::Success
+        }
+        Command::Mmdb {
+            command:
+                MmdbCommand::Fetch {
+                    source,
+                    edition,
+                    out,
+                    every,
+                    url,
+                },
+        } => {
+            let settings = ipenrich::mmdb::fetch::FetchSettings {
+                source,
+                edition,
+                out,
+                base: url,
+            };
+            cli::mmdb::fetch(settings, every).await?
         }
     })
 }

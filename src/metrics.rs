@@ -14,6 +14,7 @@ use prometheus::{
 pub mod names {
     pub const EVENTS_IN: &str = "ipenrich_events_in_total";
     pub const EVENTS_OUT: &str = "ipenrich_events_out_total";
+    pub const SOURCE_BYTES: &str = "ipenrich_source_bytes_total";
     pub const DEAD_LETTERS: &str = "ipenrich_dead_letters_total";
     pub const IPS_EXTRACTED: &str = "ipenrich_ips_extracted_total";
     pub const LOOKUPS: &str = "ipenrich_lookups_total";
@@ -38,6 +39,7 @@ pub struct Metrics {
     registry: Registry,
     events_in: IntCounterVec,
     events_out: IntCounterVec,
+    source_bytes: IntCounterVec,
     dead_letters: IntCounterVec,
     ips_extracted: IntCounterVec,
     lookups: IntCounterVec,
@@ -55,6 +57,8 @@ pub struct Metrics {
 pub struct PipelineMetrics {
     pub events_in: IntCounter,
     pub events_out: IntCounter,
+    /// Bytes read from a file or standard input (none for Kafka).
+    pub source_bytes: IntCounter,
     pub capped: IntCounter,
     pub in_flight: IntGauge,
     pub up: IntGauge,
@@ -181,6 +185,12 @@ impl Metrics {
                 "Enriched events delivered to the sink.",
                 &["pipeline"],
             ),
+            source_bytes: counter(
+                &r,
+                names::SOURCE_BYTES,
+                "Bytes read from a file or standard input (Kafka sources count none).",
+                &["pipeline"],
+            ),
             dead_letters: counter(
                 &r,
                 names::DEAD_LETTERS,
@@ -245,6 +255,7 @@ impl Metrics {
         PipelineMetrics {
             events_in: self.events_in.with_label_values(&[name]),
             events_out: self.events_out.with_label_values(&[name]),
+            source_bytes: self.source_bytes.with_label_values(&[name]),
             capped: self.capped.with_label_values(&[name]),
             in_flight: self.in_flight.with_label_values(&[name]),
             up: self.up.with_label_values(&[name]),

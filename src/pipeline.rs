@@ -258,12 +258,18 @@ pub async fn open_source(
         source,
     };
     let keep = keep_bytes(config.max_event_bytes());
+    let bytes_read = metrics.source_bytes.clone();
     Ok(match &config.source {
         SourceConfig::Kafka(k) => {
             Source::Kafka(KafkaSource::new(&config.name, k, metrics).map_err(err)?)
         }
-        SourceConfig::File(f) => Source::Lines(LineSource::file(&f.path, keep).await.map_err(err)?),
-        SourceConfig::Stdin(_) => Source::Lines(LineSource::stdin(keep)),
+        SourceConfig::File(f) => Source::Lines(
+            LineSource::file(&f.path, keep)
+                .await
+                .map_err(err)?
+                .counting(bytes_read),
+        ),
+        SourceConfig::Stdin(_) => Source::Lines(LineSource::stdin(keep).counting(bytes_read)),
     })
 }
 
@@ -308,7 +314,7 @@ pub async fn open_sinks(
                 .map_err(err)?,
             )
         }
-        SinkConfig::File(f) => Sink::File(LineSink::open(&f.path).map_err(err)?),
+        SinkConfig::File(f) => Sink::File(LineSink::open(&f.path, f.append).map_err(err)?),
         SinkConfig::Stdout(_) => Sink::File(LineSink::stdout()),
     };
     let dead_letter = match &config.dead_letter {
@@ -341,7 +347,9 @@ pub async fn open_sinks(
                 .map_err(err)?,
             )
         }
-        Some(DeadLetterConfig::File(f)) => DeadLetter::file(LineSink::open(&f.path).map_err(err)?),
+        Some(DeadLetterConfig::File(f)) => {
+            DeadLetter::file(LineSink::open(&f.path, f.append).map_err(err)?)
+        }
         None => DeadLetter::file(LineSink::stderr()),
     };
     Ok((sink, dead_letter))
@@ -1040,7 +1048,11 @@ pub fn default_config(input: Option<&Path>, output: Option<&Path>) -> PipelineCo
         providers: vec![],
         output: OutputConfig::default(),
         sink: match output {
-            Some(p) if p != Path::new("-") => SinkConfig::File(FileSinkConfig { path: p.into() }),
+            // A one-shot run writes its output afresh (`enrich --append` appends).
+            Some(p) if p != Path::new("-") => SinkConfig::File(FileSinkConfig {
+                path: p.into(),
+                append: false,
+            }),
             _ => SinkConfig::Stdout(StdoutSinkConfig {}),
         },
         dead_letter: None,

@@ -70,15 +70,16 @@ pub enum Verdict {
     Failed,
 }
 
-/// Runs every pipeline and reporter until they end, or until `stop` completes.
+/// Runs every pipeline and reporter until they end, or until `stop` completes,
+/// counting into `metrics` (the caller may watch them: `enrich`'s progress bar).
 /// With `closed_output_is_clean` (one-shot `enrich`), a pipeline whose stdout reader
 /// went away (`| head -1`) ends cleanly instead of failing.
 pub async fn run(
     config: Config,
+    metrics: Arc<Metrics>,
     stop: impl Future<Output = ()>,
     closed_output_is_clean: bool,
 ) -> Result<Verdict, StartError> {
-    let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
     readiness.expect(config.pipelines.len());
     serve_http(&config, &metrics, &readiness).await?;
@@ -302,7 +303,7 @@ fn pipeline_ended(
         Ok((name, Err(e))) => {
             let chain = error_chain(&e);
             error!(pipeline = %name, error = %chain, "pipeline failed");
-            eprintln!("ipenrich: {chain}");
+            crate::telemetry::print_line(&format!("ipenrich: {chain}"));
             Ended::Failed
         }
         Err(e) => {
@@ -322,7 +323,7 @@ fn reporter_ended(joined: Result<ReporterResult, tokio::task::JoinError>) -> boo
         Ok((name, Err(e))) => {
             let chain = error_chain(&e);
             error!(reporter = %name, error = %chain, "reporter failed");
-            eprintln!("ipenrich: reporter {name}: {chain}");
+            crate::telemetry::print_line(&format!("ipenrich: reporter {name}: {chain}"));
             false
         }
         Err(e) => {
@@ -396,7 +397,9 @@ where
         }
         let chain = error_chain(&error);
         error!(component, name, error = %chain, retry_in = ?backoff, "failed; restarting after a back-off, the others go on");
-        eprintln!("ipenrich: {component} {name}: {chain} (restarting in {backoff:?})");
+        crate::telemetry::print_line(&format!(
+            "ipenrich: {component} {name}: {chain} (restarting in {backoff:?})"
+        ));
         restarts.inc();
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}

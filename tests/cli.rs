@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -558,4 +559,222 @@ fn a_closed_stdout_ends_check_and_lookup_quietly() {
     let (code, stderr) = with_stdout_closed(&["check", "--config", path.to_str().unwrap()]);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(code, Some(1), "{stderr}");
+}
+
+/// What `ipenrich <args>` writes to its standard error when that is a terminal: a
+/// pseudo-terminal whose other end this test reads. Standard output goes nowhere.
+fn stderr_on_a_terminal(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> String {
+    use std::io::Read;
+    let size = nix::pty::Winsize {
+        ws_row: 24,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).expect("a pseudo-terminal");
+    let mut command = Command::new(bin());
+    command
+        .args(args)
+        .current_dir(root())
+        .env("TERM", "xterm")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(pty.slave));
+    for var in remove {
+        command.env_remove(var);
+    }
+    let mut child = command.spawn().unwrap();
+    // The child holds the only other copy of the terminal's end: once it exits, reads
+    // end (EIO on Linux) instead of blocking.
+    drop(command);
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    });
+    let status = child.wait().unwrap();
+    let seen = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(status.success(), "{args:?}: {seen}");
+    seen
+}
+
+/// `enrich` over a file draws its progress bar only when stderr is a terminal: the
+/// same run with stderr on a pipe carries no trace of it.
+#[test]
+fn the_progress_bar_is_drawn_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.jsonl");
+    let args = [
+        "enrich",
+        "--input",
+        "samples/events.log",
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    let terminal = stderr_on_a_terminal(&args, &[], &[]);
+    assert!(
+        terminal.contains("events/s"),
+        "no bar on a terminal: {terminal:?}"
+    );
+
+    let piped = Command::new(bin())
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(stderr.contains("pipeline finished"), "{stderr}");
+    assert!(
+        !stderr.contains("events/s") && !stderr.contains('\r'),
+        "progress drawn into a pipe: {stderr:?}"
+    );
+}
+
+/// Logs carry colour codes only on a terminal, and not there either with NO_COLOR.
+#[test]
+fn logs_have_no_colour_codes_off_a_terminal_or_with_no_color() {
+    // A warning: the input file does not exist, so the run finishes with failures.
+    let out = Command::new(bin())
+        .args(["enrich", "--input", "/nonexistent/ipenrich/events.log"])
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WARN") && stderr.contains("finished with failures"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "escape codes in a pipe: {stderr:?}"
+    );
+
+    // Standard input has no progress bar: every escape code on the terminal is a colour.
+    let args = ["enrich", "--input", "-"];
+    let coloured = stderr_on_a_terminal(&args, &[], &["NO_COLOR"]);
+    assert!(
+        coloured.contains("\u{1b}["),
+        "no colour on a terminal: {coloured:?}"
+    );
+    let plain = stderr_on_a_terminal(&args, &[("NO_COLOR", "1")], &[]);
+    assert!(plain.contains("pipeline finished"), "{plain:?}");
+    assert!(
+        !plain.contains('\u{1b}'),
+        "colour despite NO_COLOR: {plain:?}"
+    );
+}
+
+/// `--output FILE` writes the file afresh; `--append` adds to it.
+#[test]
+fn output_truncates_and_append_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    std::fs::write(&input, "{\"src\":\"10.1.2.3\"}\n{\"src\":\"8.8.8.8\"}\n").unwrap();
+    std::fs::write(&output, "stale line\n").unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(bin())
+            .args(["enrich", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&output).unwrap()
+    };
+    let once = run(&[]);
+    assert_eq!(once.lines().count(), 2, "{once}");
+    assert!(!once.contains("stale line"), "{once}");
+    assert_eq!(run(&[]), once, "a second run replaces, not appends");
+    assert_eq!(run(&["--append"]), format!("{once}{once}"));
+
+    let out = Command::new(bin())
+        .args(["enrich", "--append"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--append needs --output");
+}
+
+/// A config's file sink appends by default and truncates with `append: false`.
+#[test]
+fn a_config_file_sink_appends_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    std::fs::write(&input, "{\"src\":\"10.1.2.3\"}\n").unwrap();
+    let config = |append: &str| {
+        write_config(
+            dir.path(),
+            "c.yaml",
+            &format!(
+                "pipelines:\n  - name: f\n    source:\n      file:\n        path: {}\n    extract:\n      scan_all_strings: true\n    sink:\n      file:\n        path: {}\n{append}",
+                input.display(),
+                output.display()
+            ),
+        )
+    };
+    let run = |config: &Path| {
+        let out = Command::new(bin())
+            .args(["enrich", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&output).unwrap().lines().count()
+    };
+    let appending = config("");
+    assert_eq!(run(&appending), 1);
+    assert_eq!(run(&appending), 2);
+    let truncating = config("        append: false\n");
+    assert_eq!(run(&truncating), 1);
+}
+
+/// `check` reads its config from IPENRICH_CONFIG, as `run` does.
+#[test]
+fn check_takes_the_config_from_ipenrich_config() {
+    let out = Command::new(bin())
+        .arg("check")
+        .env("IPENRICH_CONFIG", "pipelines/demo.yaml")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("pipeline demo:"));
+    let out = Command::new(bin())
+        .arg("check")
+        .env("IPENRICH_CONFIG", "/nonexistent/ipenrich.yaml")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the variable's file is the one checked"
+    );
 }

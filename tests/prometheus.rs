@@ -180,7 +180,11 @@ fn events(round: usize) -> Vec<Vec<u8>> {
                 "sshd"
             };
             // A HEC-like `source` string: the ECS `source.*` fields cannot go there.
-            let source = if i % 7 == 0 { r#","source":"syslog""# } else { "" };
+            let source = if i % 7 == 0 {
+                r#","source":"syslog""#
+            } else {
+                ""
+            };
             format!(r#"{{"src":"{ip}","kind":"login failed","msg":"{msg}"{source}}}"#).into_bytes()
         })
         .collect();

@@ -16,7 +16,9 @@ use crate::config::{self, ConfigError, PipelineConfig};
 pub mod check;
 pub mod enrich;
 pub mod lookup;
+pub mod mmdb;
 pub mod output;
+pub mod progress;
 pub mod run;
 pub mod simulate;
 
@@ -76,6 +78,15 @@ pub enum CliError {
     /// A pipeline or reporter could not be started.
     #[error(transparent)]
     Start(#[from] crate::supervisor::StartError),
+    /// `mmdb fetch` could not run or its one fetch failed.
+    #[error(transparent)]
+    Fetch(#[from] crate::mmdb::fetch::FetchError),
+    /// The signal handlers could not be installed.
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+    /// `enrich` was asked to write into the file it reads.
+    #[error("{}: the output is the input file", .0.display())]
+    OutputIsInput(PathBuf),
     /// The simulator's config is invalid or its address cannot be bound.
     #[error(transparent)]
     Simulate(#[from] crate::simulate::SimError),

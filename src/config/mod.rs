@@ -42,6 +42,7 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             ));
         }
         validate_pipeline(p, &|key| format!("pipelines[{i}].{key}"), &mut problems);
+        validate_truncation(p, &|key| format!("pipelines[{i}].{key}"), &mut problems);
     }
     validate_reporters(&config.reporters, &mut problems);
     if let Some(t) = &config.intel_table {
@@ -217,6 +218,31 @@ fn validate_output(
     }
 }
 
+/// A file output that is emptied at start (`append: false`) only under a source that
+/// is read once: a Kafka pipeline restarts, and each start would erase what it had
+/// delivered and committed.
+fn validate_truncation(
+    p: &PipelineConfig,
+    at: &dyn Fn(&str) -> String,
+    problems: &mut Vec<(String, String)>,
+) {
+    if !matches!(p.source, SourceConfig::Kafka(_)) {
+        return;
+    }
+    if matches!(&p.sink, SinkConfig::File(f) if !f.append) {
+        problems.push((
+            at("sink.file.append"),
+            "must be true with a kafka source: a restart would erase delivered events".into(),
+        ));
+    }
+    if matches!(&p.dead_letter, Some(DeadLetterConfig::File(f)) if !f.append) {
+        problems.push((
+            at("dead_letter.file.append"),
+            "must be true with a kafka source: a restart would erase delivered dead letters".into(),
+        ));
+    }
+}
+
 /// Each reporter, and names used once.
 fn validate_reporters(reporters: &[ReporterConfig], problems: &mut Vec<(String, String)>) {
     let mut reporter_names = std::collections::HashSet::new();
@@ -320,5 +346,32 @@ mod tests {
             let err = with_output(bad).unwrap_err().to_string();
             assert!(err.contains(says) && err.contains("output"), "{bad}: {err}");
         }
+    }
+
+    fn file_outputs(source: &str, append: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "pipelines:\n  - name: p\n    source:\n{source}    extract:\n      scan_all_strings: true\n    sink:\n      file:\n        path: out.jsonl\n{append}    dead_letter:\n      file:\n        path: dead.jsonl\n{append}"
+        );
+        load_str(&text, "t.yaml", |_: &str| None)
+    }
+
+    #[test]
+    fn file_outputs_append_by_default_and_truncate_only_under_a_one_shot_source() {
+        let kafka = "      kafka:\n        brokers: 127.0.0.1:9\n        topics: [in]\n        group_id: g\n";
+        let file = "      file:\n        path: in.log\n";
+        let truncate = "        append: false\n";
+        let c = file_outputs(kafka, "").unwrap();
+        assert!(matches!(&c.pipelines[0].sink, SinkConfig::File(f) if f.append));
+        assert!(matches!(&c.pipelines[0].dead_letter, Some(DeadLetterConfig::File(f)) if f.append));
+
+        let c = file_outputs(file, truncate).unwrap();
+        assert!(matches!(&c.pipelines[0].sink, SinkConfig::File(f) if !f.append));
+
+        let err = file_outputs(kafka, truncate).unwrap_err().to_string();
+        assert!(err.contains("pipelines[0].sink.file.append"), "{err}");
+        assert!(
+            err.contains("pipelines[0].dead_letter.file.append"),
+            "{err}"
+        );
     }
 }

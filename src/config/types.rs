@@ -597,7 +597,7 @@ pub enum Envelope {
 pub enum SinkConfig {
     /// A Kafka topic.
     Kafka(KafkaSinkConfig),
-    /// A file, one event per line (appended).
+    /// A file, one event per line (appended unless `append: false`).
     File(FileSinkConfig),
     /// Standard output, one event per line.
     Stdout(StdoutSinkConfig),
@@ -638,6 +638,17 @@ pub enum Partitioning {
 pub struct FileSinkConfig {
     /// Path of the file; `-` means standard output.
     pub path: PathBuf,
+    /// Append to the file (default); `false` empties it when the pipeline starts,
+    /// for one-shot runs over a file. Refused with a Kafka source, whose pipeline
+    /// restarts would erase output it already delivered.
+    #[serde(default = "default_append")]
+    pub append: bool,
+}
+
+/// Files are appended to: a pipeline restarted by the supervisor, or a process
+/// restarted by its orchestrator, keeps what it delivered before.
+fn default_append() -> bool {
+    true
 }
 
 /// Standard output sink (no settings).

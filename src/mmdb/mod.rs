@@ -5,9 +5,14 @@
 //! function of their content only (byte-identical rebuilds). The MMDB lookup provider
 //! (`lookup::providers::mmdb`) is a thin adapter over [`DatabaseFile`]; the simulator
 //! builds its downloadable databases with [`writer`]; `ipenrich mmdb build` is
-//! [`build()`]. Nothing here depends on the simulator.
+//! [`build()`]; `ipenrich mmdb fetch` is [`fetch`] (conditional download), with
+//! [`archive`] (extraction from MaxMind's `.tar.gz`) and [`install`] (atomic replace
+//! of a verified file). Nothing here depends on the simulator.
 
+pub mod archive;
 pub mod build;
+pub mod fetch;
+pub mod install;
 pub mod reader;
 pub mod writer;
 

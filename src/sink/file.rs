@@ -1,7 +1,12 @@
-//! Line sinks: a file (appended) or standard output, one event per line.
+//! Line sinks: a file or standard output, one event per line.
+//!
+//! A file is appended to or truncated when it is opened, as its config says
+//! (`append`, default true: a restarted Kafka pipeline must not erase what it
+//! delivered before). Standard error goes through [`crate::telemetry::Stderr`]
+//! line by line, so dead letters printed there never cut through a progress bar.
 
 use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, LineWriter, Write};
 use std::path::Path;
 
 use super::SinkError;
@@ -16,19 +21,23 @@ pub struct LineSink {
 }
 
 impl LineSink {
-    /// Appends to a file, creating it; `-` is standard output.
-    pub fn open(path: &Path) -> Result<Self, SinkError> {
+    /// Opens a file, creating it, to append to it or after truncating it; `-` is
+    /// standard output.
+    pub fn open(path: &Path, append: bool) -> Result<Self, SinkError> {
         if path == Path::new("-") {
             return Ok(Self::stdout());
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|source| SinkError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
+        let mut options = OpenOptions::new();
+        options.create(true);
+        if append {
+            options.append(true);
+        } else {
+            options.write(true).truncate(true);
+        }
+        let file = options.open(path).map_err(|source| SinkError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         let sync_handle = file.try_clone().map_err(|source| SinkError::Io {
             path: path.display().to_string(),
             source,
@@ -52,7 +61,10 @@ impl LineSink {
     /// Standard error (the dead letter of local runs without one configured).
     pub fn stderr() -> Self {
         LineSink {
-            out: BufWriter::with_capacity(64 * 1024, Box::new(std::io::stderr())),
+            out: BufWriter::with_capacity(
+                64 * 1024,
+                Box::new(LineWriter::new(crate::telemetry::Stderr)),
+            ),
             name: "stderr".into(),
             file: None,
         }
@@ -88,5 +100,27 @@ impl LineSink {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, append: bool, line: &str) {
+        let mut sink = LineSink::open(path, append).unwrap();
+        sink.write_line(line.as_bytes()).unwrap();
+        sink.sync().unwrap();
+    }
+
+    #[test]
+    fn a_file_is_appended_to_or_truncated_as_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        write(&path, true, "one");
+        write(&path, true, "two");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
+        write(&path, false, "three");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
     }
 }

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use prometheus::IntCounter;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
 use super::{Ack, SourceError};
@@ -23,6 +24,9 @@ pub struct LineSource {
     partial: Vec<u8>,
     partial_len: usize,
     partial_started: bool,
+    /// Counts the bytes consumed, for `ipenrich_source_bytes_total` and the
+    /// progress bar of `enrich`.
+    bytes_read: Option<IntCounter>,
 }
 
 /// A line read, possibly cut.
@@ -71,7 +75,14 @@ impl LineSource {
             partial: Vec::new(),
             partial_len: 0,
             partial_started: false,
+            bytes_read: None,
         }
+    }
+
+    /// Counts every byte read in `counter`.
+    pub fn counting(mut self, counter: IntCounter) -> Self {
+        self.bytes_read = Some(counter);
+        self
     }
 
     /// The next non-empty line as a record; `Ok(None)` at the end.
@@ -134,6 +145,9 @@ impl LineSource {
             self.partial_len += chunk.len();
             let consumed = done.unwrap_or(buf.len());
             self.reader.consume(consumed);
+            if let Some(counter) = &self.bytes_read {
+                counter.inc_by(consumed as u64);
+            }
             if done.is_some() {
                 break;
             }
@@ -175,6 +189,15 @@ mod tests {
                 (b"last".to_vec(), 0, 5)
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn every_byte_read_is_counted() {
+        let counter = IntCounter::new("t", "t").unwrap();
+        let input: &'static [u8] = b"a\r\n\n  \nbb\nlast";
+        let mut src = LineSource::from_reader(input, "t", 100).counting(counter.clone());
+        while src.next().await.unwrap().is_some() {}
+        assert_eq!(counter.get(), input.len() as u64);
     }
 
     #[tokio::test]
