@@ -765,3 +765,43 @@ fn readme_deploy_values_render_and_pass_the_checks() {
         }
     }
 }
+
+/// The chart's init container, run for real: the arguments it renders, given to the
+/// binary with the key its Secret would export, fetch a database from OpenIPApi (the
+/// simulator) to exactly the path the rendered config reads, and `ipenrich check`
+/// accepts that config with that database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendered_fetcher_writes_the_database_the_rendered_config_reads() {
+    let sim = start_sim(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().display().to_string();
+    let url = sim.base_url("openipapi");
+    let sets = [
+        "--set=mmdb.source=openipapi".to_string(),
+        "--set=mmdb.openipapi.existingSecret=oia".to_string(),
+        format!("--set=mmdb.openipapi.url={url}"),
+        format!("--set=mmdb.mountPath={mount}"),
+    ];
+    let args: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let docs = documents(&render(&args));
+    let pod = Pod {
+        spec: of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"].clone(),
+        mmdb: mmdb_path(&rendered_config(&docs)),
+    };
+    let fetch = pod.args("mmdb-fetch");
+    let out = tokio::process::Command::new(bin())
+        .args(&fetch)
+        .env("OPENIPAPI_API_KEY", "sim-openipapi-key")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{fetch:?}: {}", text(&out));
+    assert!(
+        std::path::Path::new(&pod.mmdb).is_file(),
+        "{fetch:?} wrote no {}",
+        pod.mmdb
+    );
+    let checked = check_config(&rendered_config(&docs));
+    assert!(checked.status.success(), "{}", text(&checked));
+    assert!(text(&checked).contains(&pod.mmdb), "{}", text(&checked));
+}
