@@ -77,17 +77,7 @@ async fn openipapi_fetch_writes_a_database_then_a_304_keeps_it() {
     let base = sim.base_url("openipapi");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("asn.mmdb");
-    let out_s = out.to_str().unwrap();
-    let args = [
-        "--source",
-        "openipapi",
-        "--edition",
-        "asn",
-        "--out",
-        out_s,
-        "--url",
-        &base,
-    ];
+    let args = openipapi_args("asn", &out, &base);
     let first = fetch(&args, &[("OPENIPAPI_API_KEY", OIP_KEY)]).await;
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
@@ -125,16 +115,7 @@ async fn a_refused_or_missing_key_fails_without_printing_it() {
     let base = sim.base_url("openipapi");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("asn.mmdb");
-    let args = [
-        "--source",
-        "openipapi",
-        "--edition",
-        "asn",
-        "--out",
-        out.to_str().unwrap(),
-        "--url",
-        &base,
-    ];
+    let args = openipapi_args("asn", &out, &base);
     let wrong = "wrong-Key-7c1d9e";
     let refused = fetch(&args, &[("OPENIPAPI_API_KEY", wrong)]).await;
     assert!(!refused.status.success());
@@ -184,16 +165,7 @@ async fn a_failed_fetch_keeps_a_valid_database_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("db.mmdb");
     // `nope` is no database source: 404.
-    let args = [
-        "--source",
-        "openipapi",
-        "--edition",
-        "nope",
-        "--out",
-        out.to_str().unwrap(),
-        "--url",
-        &base,
-    ];
+    let args = openipapi_args("nope", &out, &base);
     let env = [("OPENIPAPI_API_KEY", OIP_KEY)];
     let without = fetch(&args, &env).await;
     assert!(!without.status.success());
@@ -338,6 +310,19 @@ fn maxmind_archive(database: &[u8]) -> Vec<u8> {
         ("GeoLite2-ASN_20260419/LICENSE.txt", b"GeoLite2 EULA"),
         ("GeoLite2-ASN_20260419/GeoLite2-ASN.mmdb", database),
     ])
+}
+
+fn openipapi_args<'a>(edition: &'a str, out: &'a Path, base: &'a str) -> Vec<&'a str> {
+    vec![
+        "--source",
+        "openipapi",
+        "--edition",
+        edition,
+        "--out",
+        out.to_str().unwrap(),
+        "--url",
+        base,
+    ]
 }
 
 fn geolite_args<'a>(out: &'a Path, base: &'a str) -> Vec<&'a str> {
@@ -549,16 +534,7 @@ async fn an_openipapi_redirect_to_another_host_is_not_followed() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("asn.mmdb");
     let base = format!("http://{api}");
-    let args = [
-        "--source",
-        "openipapi",
-        "--edition",
-        "asn",
-        "--out",
-        out.to_str().unwrap(),
-        "--url",
-        &base,
-    ];
+    let args = openipapi_args("asn", &out, &base);
     let got = fetch(&args, &[("OPENIPAPI_API_KEY", OIP_KEY)]).await;
     assert!(!got.status.success());
     assert!(

@@ -70,14 +70,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Every PromQL expression of the dashboard, with its variables set to match all.
 fn dashboard_queries() -> Vec<(String, String)> {
     let text =

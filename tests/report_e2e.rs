@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    bin, consume, create_topics, kafka, produce, produce_at, root, strip_ansi, unique,
+    bin, consume, create_topics, free_port, kafka, produce, produce_at, root, strip_ansi, unique,
     write_config, Proc,
 };
 use ipenrich::report::rules::RuleSet;
@@ -415,14 +415,6 @@ fn sshd_bruteforce_from_50_ips_reported_once_across_replay_and_sigkill() {
         "a request was repeated after the restart"
     );
     assert_eq!(p2.terminate(Duration::from_secs(20)), Some(0));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn scrape(port: u16, metric: &str) -> f64 {

@@ -298,36 +298,7 @@ impl AuditSink {
 
     /// Writes one record and waits until it is durable (acked or flushed).
     pub async fn write(&self, record: &AuditRecord) -> Result<(), ReportError> {
-        // Rule names and comments come from events: never assume they serialise.
-        let mut line = serde_json::to_vec(record).map_err(ReportError::AuditRecord)?;
-        match self {
-            AuditSink::Kafka { producer, topic } => {
-                let key = record.ip.to_string();
-                producer
-                    .send(
-                        FutureRecord::to(topic).key(&key).payload(&line),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map_err(|(e, _)| ReportError::Kafka {
-                        what: "audit produce",
-                        source: e,
-                    })?;
-            }
-            AuditSink::File { path, file } => {
-                line.push(b'\n');
-                let mut f = file.lock().await;
-                let io = async {
-                    f.write_all(&line).await?;
-                    f.flush().await
-                };
-                io.await.map_err(|source| ReportError::Audit {
-                    path: path.clone(),
-                    source,
-                })?;
-            }
-        }
-        Ok(())
+        self.write_batch(&[record]).await
     }
 }
 

@@ -56,6 +56,15 @@ pub fn kafka() -> String {
     .clone()
 }
 
+/// A port of 127.0.0.1 that was free a moment ago (for a child that must be told one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A topic name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
