@@ -371,6 +371,9 @@ const BATCH: usize = 128;
 /// partitions and keeps polling, well under `max.poll.interval.ms`.
 const PAUSE_AFTER: Duration = Duration::from_millis(500);
 
+/// The longest a pipeline waits for its producer's id before it reads anyway.
+const PRODUCER_ID_WAIT: Duration = Duration::from_secs(10);
+
 /// How often a paused Kafka source is polled (keeps the group membership alive).
 const POLL_WHILE_PAUSED: Duration = Duration::from_secs(1);
 
@@ -550,8 +553,13 @@ pub async fn run(
         biased;
         _ = shutdown.wait_for(|stop| *stop) => return Ok(Summary::default()),
         opened = async {
-            let source = open_source(config, &metrics).await?;
+            // The sink first, and its producer id before the first read: otherwise
+            // the first events wait for it (up to 500 ms) after the assignment.
             let sinks = open_sinks(config, health.clone()).await?;
+            if !sinks.0.ready(PRODUCER_ID_WAIT).await {
+                warn!(pipeline = %config.name, "the producer has no producer id after {PRODUCER_ID_WAIT:?}; reading anyway (sends wait for it)");
+            }
+            let source = open_source(config, &metrics).await?;
             Ok::<_, PipelineError>((source, sinks))
         } => opened,
     };

@@ -500,3 +500,30 @@ fn rebalances_mid_stream_lose_nothing() {
         "the survivor committed everything"
     );
 }
+
+/// Issue 13: a pipeline opens its sink first and reads only once the idempotent
+/// producer has its producer id, so its first events are not held (librdkafka asks
+/// for the id again only every 500 ms). The statistics that say so are read from the
+/// real broker here; the wait is bounded, nothing is timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_sink_learns_its_producer_id_before_the_first_read() {
+    let bootstrap = kafka();
+    let topic = unique("producer-id");
+    create_topics(&bootstrap, &[&topic], 2);
+    let health = std::sync::Arc::new(ipenrich::health::PipelineHealth::new(
+        prometheus::IntGauge::new("up", "up").unwrap(),
+    ));
+    let sink = ipenrich::sink::kafka::KafkaSink::new(
+        &bootstrap,
+        &topic,
+        ipenrich::config::Partitioning::Preserve,
+        &BTreeMap::new(),
+        health,
+    )
+    .await
+    .unwrap();
+    assert!(
+        sink.producer_id_assigned(Duration::from_secs(120)).await,
+        "the producer's statistics never said its producer id was assigned"
+    );
+}

@@ -153,6 +153,12 @@ impl MmdbWriter {
         self
     }
 
+    /// Sets the database type (e.g. `GeoLite2-ASN`, which some readers insist on).
+    pub fn set_database_type(&mut self, database_type: &str) -> &mut Self {
+        database_type.clone_into(&mut self.database_type);
+        self
+    }
+
     /// Sets the description in one language.
     pub fn set_description(&mut self, language: &str, text: &str) -> &mut Self {
         self.description

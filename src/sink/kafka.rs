@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -19,15 +20,25 @@ use crate::config::Partitioning;
 use crate::event::{Position, SourceRecord};
 use crate::health::PipelineHealth;
 
-/// Producer callbacks: broker reachability for the pipeline's readiness.
+/// Producer callbacks: broker reachability for the pipeline's readiness, and when
+/// the idempotent producer got its producer id.
 pub struct SinkContext {
     health: Arc<PipelineHealth>,
+    producer_id: tokio::sync::watch::Sender<bool>,
 }
 
 impl ClientContext for SinkContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         self.health
             .set_producer_brokers_up(crate::health::brokers_up(&statistics));
+        if statistics
+            .eos
+            .as_ref()
+            .is_some_and(|eos| eos.idemp_state == "Assigned")
+        {
+            self.producer_id
+                .send_if_modified(|got| !std::mem::replace(got, true));
+        }
     }
 }
 
@@ -39,6 +50,7 @@ pub struct KafkaSink {
     partitions: i32,
     /// The producer's `message.max.bytes`: larger records are refused before sending.
     max_message_bytes: usize,
+    producer_id: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What librdkafka counts beyond key, value and header bytes: the record's own
@@ -66,6 +78,26 @@ pub fn record_size(
     payload_len + key + headers + RECORD_OVERHEAD
 }
 
+/// The producer's librdkafka settings: ipenrich's defaults, the user's `options`, then
+/// idempotence with `acks=all`. Public so that the end-to-end benchmark's passthrough
+/// baseline (benches/e2e.rs) runs with exactly these settings.
+pub fn producer_config(brokers: &str, options: &BTreeMap<String, String>) -> ClientConfig {
+    crate::kafka::client_config(
+        brokers,
+        &[
+            // Readiness and the producer id come from the statistics (the id within
+            // 100 ms of its assignment: see `producer_id_assigned`).
+            ("statistics.interval.ms", "100"),
+            ("linger.ms", "5"),
+            ("compression.type", "lz4"),
+            ("queue.buffering.max.messages", "200000"),
+        ],
+        options,
+        &crate::kafka::IDEMPOTENT_PRODUCER,
+        "at-least-once",
+    )
+}
+
 impl KafkaSink {
     /// Creates the producer and learns the topic's partition count.
     pub async fn new(
@@ -75,25 +107,17 @@ impl KafkaSink {
         options: &BTreeMap<String, String>,
         health: Arc<PipelineHealth>,
     ) -> Result<Self, SinkError> {
-        let cc = crate::kafka::client_config(
-            brokers,
-            &[
-                ("statistics.interval.ms", "5000"),
-                ("linger.ms", "5"),
-                ("compression.type", "lz4"),
-                ("queue.buffering.max.messages", "200000"),
-            ],
-            options,
-            &crate::kafka::IDEMPOTENT_PRODUCER,
-            "at-least-once",
-        );
+        let cc = producer_config(brokers, options);
         let max_message_bytes = cc
             .get("message.max.bytes")
             .and_then(|v| v.parse().ok())
             .unwrap_or(crate::config::LIBRDKAFKA_MESSAGE_MAX_BYTES);
         health.expect_producer();
-        let producer: FutureProducer<SinkContext> =
-            cc.create_with_context(SinkContext { health })?;
+        let (producer_id, has_producer_id) = tokio::sync::watch::channel(false);
+        let producer: FutureProducer<SinkContext> = cc.create_with_context(SinkContext {
+            health,
+            producer_id,
+        })?;
         let partitions = if partitioning == Partitioning::Preserve {
             partition_count(&producer, topic).await?
         } else {
@@ -105,7 +129,25 @@ impl KafkaSink {
             partitioning,
             partitions,
             max_message_bytes,
+            producer_id: has_producer_id,
         })
+    }
+
+    /// Waits, at most `bound`, until the idempotent producer has its producer id.
+    /// Until then librdkafka holds every send, and a fresh producer asks for its id
+    /// only once a broker connection is up, retrying every 500 ms: a pipeline that
+    /// consumed first would hold its first events that long (issue 13). False when
+    /// the bound passed first (sends then wait inside librdkafka, nothing is lost).
+    pub fn producer_id_assigned(
+        &self,
+        bound: Duration,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let mut rx = self.producer_id.clone();
+        async move {
+            tokio::time::timeout(bound, rx.wait_for(|got| *got))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        }
     }
 
     /// The largest record this producer sends (`message.max.bytes`).

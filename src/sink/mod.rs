@@ -82,6 +82,24 @@ pub enum Sink {
 }
 
 impl Sink {
+    /// Waits, at most `bound`, until a send can leave at once: a Kafka producer has
+    /// its producer id ([`kafka::KafkaSink::producer_id_assigned`]); files are ready.
+    pub fn ready(
+        &self,
+        bound: std::time::Duration,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let kafka = match self {
+            Sink::Kafka(k) => Some(k.producer_id_assigned(bound)),
+            Sink::File(_) => None,
+        };
+        async move {
+            match kafka {
+                Some(assigned) => assigned.await,
+                None => true,
+            }
+        }
+    }
+
     /// Sends one enriched event, keeping the source record's key and headers.
     pub async fn send(
         &mut self,

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -93,6 +94,38 @@ impl ConsumerContext for SourceContext {
     }
 }
 
+/// The consumer's librdkafka settings: ipenrich's defaults, the user's `options`, then
+/// the at-least-once settings. Public so that the end-to-end benchmark's passthrough
+/// baseline (benches/e2e.rs) runs with exactly these settings.
+pub fn consumer_config(pipeline: &str, config: &KafkaSourceConfig) -> ClientConfig {
+    let client_id = format!("ipenrich-{pipeline}");
+    let defaults = [
+        ("group.id", config.group_id.as_str()),
+        ("client.id", client_id.as_str()),
+        ("auto.offset.reset", "earliest"),
+        ("auto.commit.interval.ms", "1000"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        // librdkafka pauses a partition's fetching for this long once the prefetch
+        // queue passes queued.min.messages / queued.max.messages.kbytes. Its 1 s
+        // default stalls a pipeline that briefly falls behind (in-flight bound
+        // reached): the queue drains in well under a second and the reader then
+        // waits for the rest of it (pipeline bench: ratio 0.57 -> 0.91).
+        ("fetch.queue.backoff.ms", "10"),
+        // Broker reachability for readiness (see `health`).
+        ("statistics.interval.ms", "5000"),
+        // A subscribed topic created after start (a fresh cluster) is seen at the
+        // next metadata refresh: 30 s, not librdkafka's 5 minutes.
+        ("topic.metadata.refresh.interval.ms", "30000"),
+    ];
+    crate::kafka::client_config(
+        &config.brokers,
+        &defaults,
+        &config.options,
+        &crate::kafka::AT_LEAST_ONCE_CONSUMER,
+        "at-least-once",
+    )
+}
+
 type Inner = StreamConsumer<SourceContext>;
 
 /// A subscribed consumer.
@@ -112,32 +145,7 @@ impl KafkaSource {
     ) -> Result<Self, SourceError> {
         let health = metrics.health.clone();
         let watermark = Arc::new(Mutex::new(Watermark::default()));
-        let client_id = format!("ipenrich-{pipeline}");
-        let defaults = [
-            ("group.id", config.group_id.as_str()),
-            ("client.id", client_id.as_str()),
-            ("auto.offset.reset", "earliest"),
-            ("auto.commit.interval.ms", "1000"),
-            ("partition.assignment.strategy", "cooperative-sticky"),
-            // librdkafka pauses a partition's fetching for this long once the prefetch
-            // queue passes queued.min.messages / queued.max.messages.kbytes. Its 1 s
-            // default stalls a pipeline that briefly falls behind (in-flight bound
-            // reached): the queue drains in well under a second and the reader then
-            // waits for the rest of it (pipeline bench: ratio 0.57 -> 0.91).
-            ("fetch.queue.backoff.ms", "10"),
-            // Broker reachability for readiness (see `health`).
-            ("statistics.interval.ms", "5000"),
-            // A subscribed topic created after start (a fresh cluster) is seen at the
-            // next metadata refresh: 30 s, not librdkafka's 5 minutes.
-            ("topic.metadata.refresh.interval.ms", "30000"),
-        ];
-        let cc = crate::kafka::client_config(
-            &config.brokers,
-            &defaults,
-            &config.options,
-            &crate::kafka::AT_LEAST_ONCE_CONSUMER,
-            "at-least-once",
-        );
+        let cc = consumer_config(pipeline, config);
         let ctx = SourceContext {
             watermark: watermark.clone(),
             pipeline: pipeline.to_string(),
