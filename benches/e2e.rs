@@ -471,7 +471,7 @@ fn benthos_config(setup: &Setup, c: Contender, input: &str, output: &str) -> Str
         String::new()
     };
     format!(
-        "http: {{enabled: false}}\nlogger: {{level: WARN}}\nmetrics: {{none: {{}}}}\ninput:\n  kafka_franz:\n    seed_brokers: [\"{b}\"]\n    topics: [\"{input}\"]\n    consumer_group: \"{g}\"\n    start_from_oldest: true\n{pipeline}output:\n  kafka_franz:\n    seed_brokers: [\"{b}\"]\n    topic: \"{output}\"\n    key: '${{! meta(\"kafka_key\") }}'\n    partitioner: manual\n    partition: '${{! meta(\"kafka_partition\") }}'\n    compression: lz4\n",
+        "http: {{enabled: false}}\nlogger: {{level: WARN}}\nmetrics: {{none: {{}}}}\ninput:\n  kafka_franz:\n    seed_brokers: [\"{b}\"]\n    topics: [\"{input}\"]\n    consumer_group: \"{g}\"\n    start_from_oldest: true\n{pipeline}output:\n  kafka_franz:\n    seed_brokers: [\"{b}\"]\n    topic: \"{output}\"\n    key: '${{! meta(\"kafka_key\") }}'\n    partitioner: manual\n    partition: '${{! meta(\"kafka_partition\") }}'\n    compression: lz4\n    max_in_flight: 64\n    batching: {{count: 1000, period: 5ms}}\n",
         b = setup.bootstrap,
         g = unique("group"),
     )

@@ -50,4 +50,6 @@ for f in pipelines/*.yaml; do
 done
 say "container image"
 bash scripts/image.sh
+say "end-to-end benchmark harness (a short run: it must run and lose nothing; the figures are in BENCHMARKS.md)"
+bash scripts/bench-e2e.sh --events 20000 --rounds 1
 say "all passed"
